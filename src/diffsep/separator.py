@@ -1,0 +1,572 @@
+"""Audio -> windows -> batched diffusion sampling -> overlap-add -> audio.
+
+Each input is streamed at the model rate, cut into overlapping windows, and the windows of one
+or many inputs go through the sampler together (``batch_size`` windows per network call). The
+estimates are cross-faded back together; for separation each window's sources are first put in
+the order of the previous window's, so speakers never swap at a boundary. Outputs are streamed
+to temporary files and renamed when complete. Memory stays O(window x batch), whatever the
+length of the files.
+
+Window ``i`` of channel ``c`` of an input draws its noise from a generator seeded with
+``seed + i * C + c``: a file's result depends on the seed and the settings only, never on which
+other files share its batches. A single-window mono input with seed ``s`` therefore draws
+exactly what the reference ``separate.py`` draws after ``torch.manual_seed(s)``.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from diffsep.audio import (
+    AtomicAudioWriter,
+    AudioInfo,
+    ChannelMode,
+    apply_channel_mode,
+    check_min_length,
+    commit_all,
+    probe_audio,
+    resample,
+    stream_model_audio,
+)
+from diffsep.chunking import StreamingOverlapAdd, StreamingWindower, Window
+from diffsep.config import SamplerConfig, STFTConfig
+from diffsep.errors import AudioError, ConfigError, DiffsepError
+from diffsep.model import DiffSepModel, sample_windows
+
+DEFAULT_SEGMENT_SECONDS = 4.0
+DEFAULT_OVERLAP = 0.25
+MAX_SEED = 2**31 - 1
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window length and hop in samples at the model rate."""
+
+    window: int
+    hop: int
+
+
+def efficient_window_length(requested: int, stft: STFTConfig) -> int:
+    """Longest length whose STFT frame count is a multiple of ``stft.frame_multiple``, nearest
+    to ``requested`` samples (so no network work is spent on padded frames)."""
+    block = stft.hop_length * stft.frame_multiple
+    extra = stft.n_fft - stft.hop_length + 1
+    blocks = max(1, round((requested + extra) / block))
+    return blocks * block - extra
+
+
+def plan_windows_for(
+    segment_seconds: float, overlap: float, sample_rate: int, stft: STFTConfig
+) -> WindowPlan:
+    """``--segment`` (seconds) and ``--overlap`` (fraction of a window) -> samples."""
+    if not math.isfinite(segment_seconds) or segment_seconds <= 0:
+        raise ConfigError(f"segment must be a positive number of seconds, got {segment_seconds}")
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"overlap must be a fraction in [0, 1), got {overlap}")
+    window = efficient_window_length(round(segment_seconds * sample_rate), stft)
+    hop = max(1, window - round(overlap * window))
+    return WindowPlan(window, hop)
+
+
+def choose_seed(seed: int | None) -> int:
+    """The user's seed, or a fresh random one (reported so the run can be repeated)."""
+    if seed is None:
+        return secrets.randbelow(MAX_SEED)
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    return int(seed)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run the model over inputs."""
+
+    sampler: SamplerConfig
+    plan: WindowPlan
+    seed: int
+    batch_size: int = 1
+    channel_mode: ChannelMode = "mix"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+class Reporter(Protocol):
+    """What the separator tells its caller (the CLI draws progress bars from it)."""
+
+    def file_started(self, job: FileJob) -> None: ...
+
+    def file_finished(self, result: FileResult) -> None: ...
+
+    def batch_started(self, windows: int, steps: int) -> None: ...
+
+    def sampler_step(self, step: int, steps: int) -> None: ...
+
+    def batch_finished(self, windows: int) -> None: ...
+
+
+class _SilentReporter:
+    def file_started(self, job: FileJob) -> None:
+        pass
+
+    def file_finished(self, result: FileResult) -> None:
+        pass
+
+    def batch_started(self, windows: int, steps: int) -> None:
+        pass
+
+    def sampler_step(self, step: int, steps: int) -> None:
+        pass
+
+    def batch_finished(self, windows: int) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Sinks: where a job's model-rate estimates go
+# --------------------------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    """Receives ``(K, C, n)`` model-rate estimates in order, then commit or abort."""
+
+    def write(self, estimates: torch.Tensor) -> None: ...
+
+    def commit(self) -> list[Path]: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where and how one input's outputs are written.
+
+    paths: one per written source (separation: all K; enhancement: the speech source only).
+    sources: index of the model source written to each path.
+    sample_rate: rate of the files (input rate by default, or the model rate).
+    frames: exact length of the files (the input's frame count) or None.
+    """
+
+    paths: tuple[Path, ...]
+    sources: tuple[int, ...]
+    sample_rate: int
+    frames: int | None = None
+    format: str | None = None
+    subtype: str | None = None
+
+
+class FileSink:
+    """Streams each selected source to its own atomic writer; commits them as a group."""
+
+    def __init__(self, spec: OutputSpec, model_rate: int, channels: int) -> None:
+        self.spec = spec
+        self.writers: list[AtomicAudioWriter] = []
+        try:
+            for path in spec.paths:
+                self.writers.append(
+                    AtomicAudioWriter(
+                        path,
+                        spec.sample_rate,
+                        channels,
+                        format=spec.format,
+                        subtype=spec.subtype,
+                        source_rate=model_rate,
+                        frames=spec.frames,
+                    )
+                )
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, estimates: torch.Tensor) -> None:
+        blocks = estimates.numpy()
+        for writer, source in zip(self.writers, self.spec.sources):
+            writer.write(blocks[source])
+
+    def commit(self) -> list[Path]:
+        return commit_all(self.writers)
+
+    def abort(self) -> None:
+        for writer in self.writers:
+            writer.abort()
+
+    @property
+    def clipped_samples(self) -> int:
+        return sum(writer.clipped_samples for writer in self.writers)
+
+
+class MemorySink:
+    """Collects estimates in memory (the Python API)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[torch.Tensor] = []
+
+    def write(self, estimates: torch.Tensor) -> None:
+        self.pieces.append(estimates)
+
+    def commit(self) -> list[Path]:
+        return []
+
+    def abort(self) -> None:
+        self.pieces.clear()
+
+    def result(self) -> torch.Tensor:
+        """``(K, C, N)`` at the model rate."""
+        return torch.cat(self.pieces, dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileResult:
+    """What happened to one input."""
+
+    input: str
+    status: str  # "ok" | "failed" | "skipped"
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+    windows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "status": self.status,
+            "outputs": self.outputs,
+            "error": self.error,
+            "warnings": self.warnings,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "real_time_factor": (
+                round(self.elapsed_seconds / self.audio_seconds, 3) if self.audio_seconds else None
+            ),
+            "windows": self.windows,
+        }
+
+
+@dataclass
+class _Item:
+    """One window of one channel of one job, waiting for the sampler."""
+
+    job: FileJob
+    window: Window
+    channel: int
+    seed: int
+
+    @property
+    def mixture(self) -> torch.Tensor:
+        """``(1, L)`` float32: the window's real samples (a short input is not padded)."""
+        data = self.window.data[self.channel : self.channel + 1]
+        if self.window.start == 0 and self.window.length < data.shape[-1]:
+            data = data[:, : self.window.length]
+        return data.float()
+
+
+class FileJob:
+    """Streaming state of one input: blocks -> windows -> (sampler) -> overlap-add -> sink."""
+
+    def __init__(
+        self,
+        name: str,
+        blocks: Iterator[np.ndarray],
+        channels: int,
+        audio_seconds: float,
+        make_sink: Callable[[], Sink],
+        model: DiffSepModel,
+        settings: RunSettings,
+        align: bool,
+    ) -> None:
+        self.name = name
+        self.result = FileResult(input=name, status="ok", audio_seconds=audio_seconds)
+        self.channels = channels
+        self._blocks = blocks
+        self._make_sink = make_sink
+        self._sink: Sink | None = None
+        self._settings = settings
+        plan = settings.plan
+        self._windower = StreamingWindower(plan.window, plan.hop)
+        self._olas = [
+            StreamingOverlapAdd(model.num_sources, plan.window, plan.hop, align=align)
+            for _ in range(channels)
+        ]
+        self._windows_seen = 0
+        self._pending = 0  # items handed out and not yet returned
+        self._drained = False  # every item has been handed out
+        self._peak = 0.0
+        self._started = time.perf_counter()
+        self.failed = False
+
+    # -- producing items -------------------------------------------------------------------
+
+    def items(self) -> Iterator[_Item]:
+        """Items of this job in order; stops early (failed) on an input error."""
+        try:
+            if self._sink is None:
+                self._sink = self._make_sink()
+            for block in self._blocks:
+                self._peak = max(self._peak, float(np.abs(block).max(initial=0.0)))
+                yield from self._emit(self._windower.push(block))
+            yield from self._emit(self._windower.finish())
+            self._drained = True
+        except DiffsepError as err:
+            self.fail(str(err))
+
+    def _emit(self, windows: list[Window]) -> Iterator[_Item]:
+        for window in windows:
+            index = self._windows_seen
+            self._windows_seen += 1
+            for channel in range(self.channels):
+                self._pending += 1
+                seed = (self._settings.seed + index * self.channels + channel) % (MAX_SEED + 1)
+                yield _Item(self, window, channel, seed)
+
+    # -- consuming results -----------------------------------------------------------------
+
+    def accept(self, item: _Item, estimate: torch.Tensor) -> None:
+        """Overlap-add the ``(K, L)`` estimate of ``item``; flush what is final to the sink."""
+        self._pending -= 1
+        if self.failed:
+            return
+        self._olas[item.channel].add(item.window.start, estimate)
+        if item.channel == self.channels - 1:
+            ready = [ola.pop_ready() for ola in self._olas]
+            if ready[0].shape[-1]:
+                self._write(torch.stack(ready, dim=1))
+
+    @property
+    def done(self) -> bool:
+        """All items handed out and all their estimates returned."""
+        return self.failed or (self._drained and self._pending == 0)
+
+    def finish(self) -> FileResult:
+        """Flush the tail, commit the outputs, and return the result."""
+        if not self.failed:
+            try:
+                total = self._windower.total
+                tail = [ola.finish(total) for ola in self._olas]
+                if tail[0].shape[-1]:
+                    self._write(torch.stack(tail, dim=1))
+                assert self._sink is not None
+                self.result.outputs = [str(p) for p in self._sink.commit()]
+                self.result.windows = self._windows_seen
+                if self._peak == 0.0:
+                    self.result.warnings.append("input is silent: the outputs are silent too")
+                clipped = getattr(self._sink, "clipped_samples", 0)
+                if clipped:
+                    self.result.warnings.append(
+                        f"{clipped} output samples were clipped to [-1, 1] "
+                        "(use --float32 to keep them)"
+                    )
+            except DiffsepError as err:
+                self.fail(str(err))
+        self.result.elapsed_seconds = time.perf_counter() - self._started
+        return self.result
+
+    def fail(self, message: str) -> None:
+        """Abandon this job: delete partial outputs, keep the message."""
+        self.failed = True
+        self.result.status = "failed"
+        self.result.error = message
+        if self._sink is not None:
+            self._sink.abort()
+
+    def _write(self, estimates: torch.Tensor) -> None:
+        assert self._sink is not None
+        self._sink.write(estimates)
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------
+
+
+def _batches(jobs: Iterator[FileJob], batch_size: int) -> Iterator[list[_Item]]:
+    """Items of consecutive jobs, grouped into batches of equal window length."""
+    batch: list[_Item] = []
+    for job in jobs:
+        for item in job.items():
+            if batch and item.mixture.shape[-1] != batch[0].mixture.shape[-1]:
+                yield batch
+                batch = []
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def run_jobs(
+    model: DiffSepModel,
+    jobs: Iterator[FileJob],
+    settings: RunSettings,
+    reporter: Reporter | None = None,
+) -> list[FileResult]:
+    """Drive ``jobs`` through the sampler in batches; returns one result per job, in order."""
+    reporter = reporter or _SilentReporter()
+    started: list[FileJob] = []
+    results: dict[int, FileResult] = {}
+
+    def tracked() -> Iterator[FileJob]:
+        for job in jobs:
+            started.append(job)
+            reporter.file_started(job)
+            yield job
+
+    def settle() -> None:
+        for position, job in enumerate(started):
+            if position not in results and job.done:
+                results[position] = job.finish()
+                reporter.file_finished(results[position])
+
+    for batch in _batches(tracked(), settings.batch_size):
+        live = [item for item in batch if not item.job.failed]
+        for item in batch:
+            if item.job.failed:
+                item.job.accept(item, torch.empty(0))
+        if live:
+            mixes = torch.stack([item.mixture for item in live])
+            reporter.batch_started(len(live), settings.sampler.steps)
+            estimates = sample_windows(
+                model,
+                mixes,
+                [item.seed for item in live],
+                settings.sampler,
+                on_step=reporter.sampler_step,
+            )
+            for item, estimate in zip(live, estimates):
+                item.job.accept(item, estimate)
+            reporter.batch_finished(len(live))
+        settle()
+    settle()
+    return [results[position] for position in range(len(started))]
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs: files and arrays
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One input file and where its outputs go (``None`` outputs: skipped, see ``reason``)."""
+
+    path: Path
+    output: OutputSpec
+
+
+def file_jobs(
+    model: DiffSepModel,
+    tasks: Sequence[FileTask],
+    settings: RunSettings,
+    failures: list[FileResult],
+) -> Iterator[FileJob]:
+    """Open each task lazily as a streaming job; inputs that fail validation go to ``failures``
+    (with their position) instead of stopping the run."""
+    align = model.config.task == "separation"
+    for task in tasks:
+        try:
+            info = probe_audio(task.path)
+            check_min_length(info, model.min_samples, model.sample_rate)
+            stream = stream_model_audio(info, model.sample_rate, settings.channel_mode)
+        except DiffsepError as err:
+            failures.append(FileResult(input=str(task.path), status="failed", error=str(err)))
+            continue
+        yield _job_for_file(model, task, info, stream, settings, align)
+
+
+def _job_for_file(
+    model: DiffSepModel,
+    task: FileTask,
+    info: AudioInfo,
+    stream: Any,
+    settings: RunSettings,
+    align: bool,
+) -> FileJob:
+    channels = stream.channels
+
+    def make_sink() -> Sink:
+        return FileSink(task.output, model.sample_rate, channels)
+
+    return FileJob(
+        str(task.path), iter(stream), channels, info.duration, make_sink, model, settings, align
+    )
+
+
+def separate_array(
+    model: DiffSepModel,
+    waveform: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    settings: RunSettings,
+    reporter: Reporter | None = None,
+) -> np.ndarray:
+    """Separate an in-memory signal.
+
+    waveform: ``(N,)`` mono or ``(C, N)`` channels-first, float, at ``sample_rate`` Hz.
+    Returns ``(K, N)`` float32 at ``sample_rate`` for mono input or a single-channel mode, and
+    ``(K, C, N)`` with ``channel_mode='each'``.
+    """
+    array = waveform.detach().cpu().numpy() if isinstance(waveform, torch.Tensor) else waveform
+    array = np.asarray(array, dtype=np.float32)
+    mono_in = array.ndim == 1
+    if mono_in:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[-1] == 0:
+        raise AudioError(f"waveform: expected a non-empty (N,) or (C, N) array, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise AudioError("waveform: contains NaN or Inf samples")
+    frames = array.shape[-1]
+    mixed = apply_channel_mode(np.ascontiguousarray(array.T), settings.channel_mode).T
+    at_model = resample(np.ascontiguousarray(mixed), sample_rate, model.sample_rate)
+    if at_model.shape[-1] < model.min_samples:
+        raise AudioError(
+            f"waveform: too short ({frames} samples at {sample_rate} Hz); at least "
+            f"{model.min_samples} samples at {model.sample_rate} Hz are needed"
+        )
+    sink = MemorySink()
+    job = FileJob(
+        "waveform",
+        iter([at_model]),
+        at_model.shape[0],
+        frames / sample_rate,
+        lambda: sink,
+        model,
+        settings,
+        align=model.config.task == "separation",
+    )
+    (result,) = run_jobs(model, iter([job]), settings, reporter)
+    if result.status != "ok":
+        raise AudioError(f"waveform: {result.error}")
+    estimates = sink.result().numpy()  # (K, C, M) at the model rate
+    out = np.stack(
+        [_resample_exact(source, model.sample_rate, sample_rate, frames) for source in estimates]
+    )
+    return out[:, 0] if out.shape[1] == 1 and settings.channel_mode != "each" else out
+
+
+def _resample_exact(audio: np.ndarray, from_rate: int, to_rate: int, frames: int) -> np.ndarray:
+    """``(C, M)`` -> ``(C, frames)`` at ``to_rate`` (cropped or zero-padded to ``frames``)."""
+    out = resample(audio, from_rate, to_rate) if from_rate != to_rate else audio
+    if out.shape[-1] >= frames:
+        return np.ascontiguousarray(out[:, :frames])
+    return np.pad(out, ((0, 0), (0, frames - out.shape[-1])))
