@@ -1,12 +1,32 @@
-"""The ``diffsep`` command line: Typer commands only; the work lives in the library modules."""
+"""The ``diffsep`` command line: Typer commands only; the work lives in the library modules.
+
+Errors a user can cause are :class:`~diffsep.errors.DiffsepError`; they become one line on
+stderr and a non-zero exit status. Data (``--json``) goes to stdout, everything else to stderr.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from diffsep import __version__
+from diffsep.errors import DiffsepError
 
 app = typer.Typer(
     name="diffsep",
@@ -14,7 +34,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` on stderr; return the Exit to raise."""
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
 
 
 def _version_callback(value: bool) -> None:
@@ -32,6 +61,700 @@ def _root(
     ] = None,
 ) -> None:
     """Speech separation and enhancement with score-based diffusion (DiffSep)."""
+
+
+# --------------------------------------------------------------------------------------------
+# separate / enhance
+# --------------------------------------------------------------------------------------------
+
+
+class OutputFormat(str, Enum):
+    wav = "wav"
+    flac = "flac"
+
+
+class Task(str, Enum):
+    separation = "separation"
+    enhancement = "enhancement"
+
+
+_SAMPLER_HELP = "Sampler"
+_WINDOW_HELP = "Long files"
+_OUTPUT_HELP = "Output"
+
+Inputs = Annotated[
+    list[str],
+    typer.Argument(
+        help="Audio files, folders (searched recursively) or glob patterns such as "
+        "'noisy/**/*.flac'. Any format libsndfile reads, at any sample rate.",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m",
+                 help="Bundled model name (see `diffsep models`), Hugging Face repo id "
+                 "(e.g. fakufaku/diffsep; downloaded once, then cached), local model folder "
+                 "or checkpoint file. \\[default: the bundled model for the task]",
+                 show_default=False),
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.",
+                                      rich_help_panel=_OUTPUT_HELP)]
+StepsOpt = Annotated[
+    Optional[int],
+    typer.Option("--steps", "-N", min=1,
+                 help="Reverse-diffusion steps; each costs 1 + corrector-steps network calls. "
+                 "\\[default: the model's, 30]", show_default=False,
+                 rich_help_panel=_SAMPLER_HELP),
+]
+SnrOpt = Annotated[
+    Optional[float],
+    typer.Option("--snr", min=0.0, help="Step size of the annealed Langevin corrector. "
+                 "\\[default: the model's, 0.5]", show_default=False,
+                 rich_help_panel=_SAMPLER_HELP),
+]
+CorrectorOpt = Annotated[
+    Optional[int],
+    typer.Option("--corrector-steps", min=0, help="Corrector steps per diffusion step. "
+                 "\\[default: the model's, 1]", show_default=False,
+                 rich_help_panel=_SAMPLER_HELP),
+]
+DenoiseOpt = Annotated[
+    Optional[bool],
+    typer.Option("--denoise/--no-denoise",
+                 help="Return the noise-free mean of the last step. \\[default: the model's, on]",
+                 show_default=False, rich_help_panel=_SAMPLER_HELP),
+]
+SeedOpt = Annotated[
+    Optional[int],
+    typer.Option("--seed", min=0, max=2**31 - 1,
+                 help="Random seed: the same seed and settings give the same output, whatever "
+                 "the batch size. \\[default: random, reported in --json]", show_default=False,
+                 rich_help_panel=_SAMPLER_HELP),
+]
+SegmentOpt = Annotated[
+    float,
+    typer.Option("--segment", min=0.1,
+                 help="Window length in seconds; rounded to the nearest length the network "
+                 "processes without padding (~1 s steps at 8 kHz).",
+                 rich_help_panel=_WINDOW_HELP),
+]
+OverlapOpt = Annotated[
+    float,
+    typer.Option("--overlap", min=0.0, max=0.9,
+                 help="Overlap between windows, as a fraction of the window.",
+                 rich_help_panel=_WINDOW_HELP),
+]
+BatchOpt = Annotated[
+    Optional[int],
+    typer.Option("--batch-size", "-b", min=1,
+                 help="Windows (from one or many files) per network call. "
+                 "\\[default: 1 on CPU, 8 on CUDA]", show_default=False,
+                 rich_help_panel=_WINDOW_HELP),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", "-d", help="auto, cpu, cuda or cuda:N (auto: CUDA if available)."),
+]
+ChannelsOpt = Annotated[
+    str,
+    typer.Option("--channels",
+                 help="Multi-channel input: 'mix' downmixes to mono, 'first' or a 0-based "
+                 "index takes one channel, 'each' processes every channel separately and "
+                 "writes multi-channel outputs."),
+]
+FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option("--format", "-f", help="Output file format.", rich_help_panel=_OUTPUT_HELP),
+]
+FlacOpt = Annotated[bool, typer.Option("--flac", help="Same as --format flac.",
+                                       rich_help_panel=_OUTPUT_HELP)]
+Int24Opt = Annotated[bool, typer.Option("--int24", help="Write 24-bit integer samples "
+                                        "\\[default: 16-bit].", rich_help_panel=_OUTPUT_HELP)]
+Float32Opt = Annotated[bool, typer.Option("--float32", help="Write 32-bit float samples "
+                                          "(never clipped).", rich_help_panel=_OUTPUT_HELP)]
+ModelRateOpt = Annotated[
+    bool,
+    typer.Option("--model-rate", help="Write outputs at the model's sample rate instead of "
+                 "the input's.", rich_help_panel=_OUTPUT_HELP),
+]
+FilenameOpt = Annotated[
+    Optional[str],
+    typer.Option("--filename",
+                 help="Output name template inside the output folder. Variables: {track} "
+                 "(input name without extension), {trackext}, {stem} (s1, s2, ... or "
+                 "'enhanced'), {k} (1-based source index), {ext}, {parent} (input sub-folder "
+                 "below a folder given as input). \\[default: '{stem}/{parent}/{track}.{ext}' "
+                 "for separate, '{parent}/{track}.{ext}' for enhance]",
+                 show_default=False, rich_help_panel=_OUTPUT_HELP),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs "
+                                            "(otherwise inputs whose outputs exist are skipped).",
+                                            rich_help_panel=_OUTPUT_HELP)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no notices; "
+                                        "errors are still printed.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary (settings and one "
+                                       "entry per file) on stdout.")]
+
+
+@app.command()
+def separate(
+    inputs: Inputs,
+    out: OutOpt = Path("separated"),
+    model: ModelOpt = None,
+    steps: StepsOpt = None,
+    snr: SnrOpt = None,
+    corrector_steps: CorrectorOpt = None,
+    denoise: DenoiseOpt = None,
+    seed: SeedOpt = None,
+    segment: SegmentOpt = 4.0,
+    overlap: OverlapOpt = 0.25,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    channels: ChannelsOpt = "mix",
+    format: FormatOpt = OutputFormat.wav,
+    flac: FlacOpt = False,
+    int24: Int24Opt = False,
+    float32: Float32Opt = False,
+    model_rate: ModelRateOpt = False,
+    filename: FilenameOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Separate speech mixtures into sources: writes OUT/s1/NAME.wav ... OUT/sK/NAME.wav."""
+    _run(Task.separation, **locals())
+
+
+@app.command()
+def enhance(
+    inputs: Inputs,
+    out: OutOpt = Path("enhanced"),
+    model: ModelOpt = None,
+    steps: StepsOpt = None,
+    snr: SnrOpt = None,
+    corrector_steps: CorrectorOpt = None,
+    denoise: DenoiseOpt = None,
+    seed: SeedOpt = None,
+    segment: SegmentOpt = 4.0,
+    overlap: OverlapOpt = 0.25,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = "auto",
+    channels: ChannelsOpt = "mix",
+    format: FormatOpt = OutputFormat.wav,
+    flac: FlacOpt = False,
+    int24: Int24Opt = False,
+    float32: Float32Opt = False,
+    model_rate: ModelRateOpt = False,
+    filename: FilenameOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove noise from speech recordings: writes OUT/NAME.wav for each input."""
+    _run(Task.enhancement, **locals())
+
+
+def _run(task: Task, **opts: Any) -> None:
+    try:
+        summary = _run_task(task, opts)
+    except DiffsepError as err:
+        raise _fail(str(err))
+    if opts["json_out"]:
+        typer.echo(json.dumps(summary, indent=2))
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+def _run_task(task: Task, opts: dict[str, Any]) -> dict[str, Any]:
+    from diffsep.audio import SAMPLE_FORMATS, parse_channel_mode
+    from diffsep.inputs import default_template, discover_inputs, plan_outputs, stem_names
+    from diffsep.model import load_model, sampler_settings
+    from diffsep.separator import FileTask, OutputSpec, RunSettings, choose_seed, file_jobs
+    from diffsep.separator import plan_windows_for, run_jobs
+
+    quiet: bool = opts["quiet"]
+    if opts["int24"] and opts["float32"]:
+        raise DiffsepError("--int24 and --float32 exclude each other")
+    channel_mode = parse_channel_mode(opts["channels"])
+    ext = "flac" if opts["flac"] else opts["format"].value
+    subtype = SAMPLE_FORMATS["int24" if opts["int24"] else "float32"] if (
+        opts["int24"] or opts["float32"]) else None
+
+    found = discover_inputs(opts["inputs"])
+    model = load_model(opts["model"], task.value, opts["device"])
+    if model.config.task != task.value:
+        raise DiffsepError(
+            f"model {model.source} is a {model.config.task} model; "
+            f"use `diffsep {'separate' if model.config.task == 'separation' else 'enhance'}`"
+        )
+    stems = stem_names(task.value, model.num_sources)
+    template = opts["filename"] or default_template(task.value)
+    plans = plan_outputs(found, opts["out"], template, stems, ext)
+    sources = tuple(range(model.num_sources)) if task is Task.separation else (0,)
+
+    sampler = sampler_settings(
+        model.config, steps=opts["steps"], snr=opts["snr"],
+        corrector_steps=opts["corrector_steps"], denoise=opts["denoise"],
+    )
+    batch_size = opts["batch_size"] or (8 if model.device.type == "cuda" else 1)
+    settings = RunSettings(
+        sampler=sampler,
+        plan=plan_windows_for(opts["segment"], opts["overlap"], model.sample_rate,
+                              model.config.stft),
+        seed=choose_seed(opts["seed"]),
+        batch_size=batch_size,
+        channel_mode=channel_mode,
+    )
+
+    skipped: list[dict[str, Any]] = []
+    tasks: list[FileTask] = []
+    for item, paths in zip(found, plans):
+        existing = [p for p in paths if p.exists()]
+        if existing and not opts["overwrite"]:
+            skipped.append({"input": str(item.path), "status": "skipped", "outputs": [],
+                            "error": None, "warnings": [f"{existing[0]} exists"]})
+            if not quiet:
+                stderr.print(f"skipping {item.path}: {existing[0]} exists (use --overwrite)", markup=False)
+            continue
+        rate = None if opts["model_rate"] else _input_rate(item.path)
+        tasks.append(FileTask(item.path, OutputSpec(
+            paths=paths, sources=sources,
+            sample_rate=rate or model.sample_rate,
+            frames=None if opts["model_rate"] else _input_frames(item.path),
+            format=ext, subtype=subtype)))
+
+    if not quiet:
+        stderr.print(
+            f"{task.value} of {len(tasks)} file(s) with {model.source} "
+            f"({model.config.sample_rate} Hz, {sampler.steps} steps, device {model.device}, "
+            f"seed {settings.seed})"
+        )
+    failures: list[Any] = []
+    reporter = _ProgressReporter(stderr, quiet, model.sample_rate, settings)
+    with reporter:
+        results = run_jobs(model, file_jobs(model, tasks, settings, failures), settings, reporter)
+    for failure in failures:
+        stderr.print(f"[bold red]error:[/] {escape(str(failure.error))}", soft_wrap=True)
+    files = [r.to_dict() for r in results] + [f.to_dict() for f in failures] + skipped
+    ok = sum(1 for r in results if r.status == "ok")
+    return {
+        "diffsep_version": __version__,
+        "task": task.value,
+        "model": model.source,
+        "model_sample_rate": model.sample_rate,
+        "device": str(model.device),
+        "seed": settings.seed,
+        "sampler": {"steps": sampler.steps, "snr": sampler.snr,
+                    "corrector_steps": sampler.corrector_steps, "denoise": sampler.denoise,
+                    "t_eps": sampler.t_eps},
+        "window_samples": settings.plan.window,
+        "hop_samples": settings.plan.hop,
+        "batch_size": settings.batch_size,
+        "processed": ok,
+        "failed": len(results) - ok + len(failures),
+        "skipped": len(skipped),
+        "files": files,
+    }
+
+
+def _input_rate(path: Path) -> int | None:
+    from diffsep.audio import probe_audio
+
+    try:
+        return probe_audio(path).sample_rate
+    except DiffsepError:
+        return None  # reported when the file is opened for processing
+
+
+def _input_frames(path: Path) -> int | None:
+    from diffsep.audio import probe_audio
+
+    try:
+        return probe_audio(path).frames
+    except DiffsepError:
+        return None
+
+
+class _ProgressReporter:
+    """Rich progress on stderr: one bar over windows, one over the current batch's steps."""
+
+    def __init__(self, console: Console, quiet: bool, model_rate: int, settings: Any) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+            transient=True,
+        )
+        self.windows_task = self.progress.add_task("windows", total=None)
+        self.steps_task = self.progress.add_task("diffusion steps", total=settings.sampler.steps)
+        self.plan = settings.plan
+        self.model_rate = model_rate
+        self.expected_windows = 0
+
+    def __enter__(self) -> _ProgressReporter:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def file_started(self, job: Any) -> None:
+        from diffsep.chunking import plan_windows
+
+        total = round(job.result.audio_seconds * self.model_rate)
+        self.expected_windows += len(plan_windows(total, self.plan.window, self.plan.hop)) * (
+            job.channels)
+        self.progress.update(self.windows_task, total=self.expected_windows,
+                             description=f"{Path(job.name).name}")
+
+    def file_finished(self, result: Any) -> None:
+        if result.status == "failed":
+            self.console.print(f"[bold red]error:[/] {escape(str(result.error))}", soft_wrap=True)
+        elif not self.quiet:
+            for warning in result.warnings:
+                self.console.print(f"[yellow]warning:[/] {escape(result.input)}: {escape(warning)}",
+                                   soft_wrap=True)
+            outputs = ", ".join(result.outputs)
+            self.console.print(f"{result.input} -> {outputs}", soft_wrap=True, markup=False)
+
+    def batch_started(self, windows: int, steps: int) -> None:
+        self.progress.reset(self.steps_task, total=steps)
+
+    def sampler_step(self, step: int, steps: int) -> None:
+        self.progress.update(self.steps_task, completed=step + 1)
+
+    def batch_finished(self, windows: int) -> None:
+        self.progress.advance(self.windows_task, windows)
+
+
+# --------------------------------------------------------------------------------------------
+# models / convert
+# --------------------------------------------------------------------------------------------
+
+
+@app.command("models")
+def models_(
+    json_out: JsonOpt = False,
+) -> None:
+    """List the bundled models and known Hub models, and whether each is available offline."""
+    import dataclasses
+
+    from diffsep.hub import list_models
+
+    rows = [dataclasses.asdict(info) for info in list_models()]
+    for row in rows:
+        row["location"] = str(row["location"]) if row["location"] else None
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "task", "rate (Hz)", "source", "default", "available"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(row["name"], row["task"], str(row["sample_rate"]), row["source"],
+                      "yes" if row["default"] else "", "yes" if row["location"] else "no")
+    Console().print(table)
+
+
+@app.command()
+def convert(
+    checkpoint: Annotated[Path, typer.Argument(help="The authors' Lightning checkpoint "
+                                               "(checkpoint.pt), or a folder/file of ours.",
+                                               show_default=False)],
+    out: Annotated[Path, typer.Argument(help="New model folder (config.json, "
+                                        "model.safetensors, README.md).", show_default=False)],
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store the weights as float16 (half "
+                                       "the size; upcast to float32 when loaded).")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Convert a checkpoint (e.g. the authors' fakufaku/diffsep checkpoint.pt) to our format."""
+    import torch
+
+    from diffsep.checkpoint import convert_authors_checkpoint
+
+    try:
+        folder = convert_authors_checkpoint(
+            checkpoint, out, dtype=torch.float16 if fp16 else torch.float32, overwrite=overwrite
+        )
+    except DiffsepError as err:
+        raise _fail(str(err))
+    stderr.print(f"wrote {folder}")
+
+
+# --------------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------------
+
+
+class PesqMode(str, Enum):
+    auto = "auto"
+    nb = "nb"
+    wb = "wb"
+
+
+_EVAL_OUTPUT_HELP = "Reports"
+
+
+@app.command("eval")
+def eval_(
+    ref: Annotated[Path, typer.Option(
+        "--ref", "-r", show_default=False,
+        help="Reference folder: s1/ ... sK/ (+ mix/), clean/ (+ noisy/), or the reference files "
+        "themselves (one source).")],
+    est: Annotated[Path, typer.Option(
+        "--est", "-e", show_default=False,
+        help="Estimates: OUT/s1/NAME.wav ... (what `diffsep separate` writes) or OUT/NAME.wav "
+        "(what `diffsep enhance` writes); see --pattern for other naming.")],
+    mix: Annotated[Optional[Path], typer.Option(
+        "--mix", show_default=False,
+        help="Folder of mixtures (NAME.wav) for SI-SDRi. \\[default: REF/mix or REF/noisy]")] = None,
+    pattern: Annotated[Optional[str], typer.Option(
+        "--pattern", show_default=False,
+        help="Where estimate k of reference NAME is, relative to --est: {name} (or {track}), "
+        "{k} (1-based), {k0} (0-based), {stem} (s1, s2, ... or 'enhanced'), {ext}; e.g. "
+        "'{name}_s{k}.wav' or '{name}/{k0}.flac'. Without an extension any audio format "
+        "matches. \\[default: 's{k}/{name}' for s1/ ... sK/ references, '{name}' otherwise]")] = None,
+    metric_names: Annotated[Optional[str], typer.Option(
+        "--metrics", "-m", show_default=False,
+        help="Comma-separated: si_sdr, si_sdri, sdr, pesq, estoi, dnsmos (SIG/BAK/OVRL) or all. "
+        "\\[default: every metric that can run]")] = None,
+    pesq_mode: Annotated[PesqMode, typer.Option(
+        "--pesq-mode",
+        help="PESQ narrow-band (8 kHz) or wide-band (16 kHz); auto: nb for files below 16 kHz, "
+        "else wb. Files are resampled to the PESQ rate with soxr.")] = PesqMode.auto,
+    zero_mean: Annotated[bool, typer.Option(
+        "--zero-mean", help="Remove each signal's mean before SI-SDR (off, like the DiffSep "
+        "paper's evaluation).")] = False,
+    intersection: Annotated[bool, typer.Option(
+        "--intersection", help="Score only the files present on both sides instead of "
+        "failing; the report says how many were left out.")] = False,
+    jobs: Annotated[Optional[int], typer.Option(
+        "--jobs", "-j", min=1, show_default=False,
+        help="Worker processes for PESQ, ESTOI and DNSMOS (1: no pool). \\[default: CPU cores]")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the report as JSON on stdout (settings, aggregate, one entry per "
+        "file); the table then goes to stderr.", rich_help_panel=_EVAL_OUTPUT_HELP)] = False,
+    csv_path: Annotated[Optional[Path], typer.Option(
+        "--csv", show_default=False, help="Write per-file rows and the aggregate (mean, ci95, "
+        "std, n rows) as CSV.", rich_help_panel=_EVAL_OUTPUT_HELP)] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", show_default=False, help="Draw per-file distributions (one histogram per "
+        "metric) to a .png/.pdf/.svg file (needs matplotlib).",
+        rich_help_panel=_EVAL_OUTPUT_HELP)] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score estimates against references: SI-SDR(i), SDR, PESQ, ESTOI, DNSMOS; mean ± 95% CI.
+
+    Files are matched by name; separated sources are matched to references by PIT on SI-SDR.
+    SDR is 10·log10(|s|²/|s-ŝ|²) (no BSS-eval filter). Signals of one file are cropped to the
+    shortest. PESQ, ESTOI and DNSMOS need `pip install "diffsep\\[eval]"`.
+    """
+    try:
+        _run_eval(ref=ref, est=est, mix=mix, pattern=pattern, metric_names=metric_names,
+                  pesq_mode=pesq_mode.value, zero_mean=zero_mean, intersection=intersection,
+                  jobs=jobs, json_out=json_out, csv_path=csv_path, plot=plot, quiet=quiet)
+    except DiffsepError as err:
+        raise _fail(str(err))
+
+
+def _run_eval(*, ref: Path, est: Path, mix: Optional[Path], pattern: Optional[str],
+              metric_names: Optional[str], pesq_mode: str, zero_mean: bool, intersection: bool,
+              jobs: Optional[int], json_out: bool, csv_path: Optional[Path], plot: Optional[Path],
+              quiet: bool) -> None:
+    from diffsep import evaluate as ev
+
+    def note(message: str) -> None:
+        if not quiet:
+            stderr.print(f"note: {message}", soft_wrap=True, markup=False)
+
+    ev.check_outputs(csv_path, plot)
+    plan = ev.plan_evaluation(ref, est, mix_dir=mix, pattern=pattern, intersection=intersection)
+    requested = ev.parse_metric_names(metric_names) if metric_names is not None else None
+    chosen, skipped = ev.choose_metrics(requested, mixture_problem=plan.mixture_problem())
+    if skipped:
+        names = ", ".join(m.upper() for m in skipped)
+        note(f"{names} not computed: they need the eval extra: {ev.EXTRA_HINT}")
+    if requested is None and not plan.has_mixture:
+        note(f"SI-SDRi not computed: {plan.mixture_problem()}")
+    mode = ev.resolve_pesq_mode(pesq_mode, ev.probe_sample_rate(plan)) if "pesq" in chosen else None
+    settings = ev.EvalSettings(metrics=chosen, pesq_mode=mode, zero_mean=zero_mean)
+    if plan.missing or plan.extra:
+        parts = []
+        if plan.num_missing_refs:
+            parts.append(f"left out {plan.num_missing_refs} reference(s) without all estimates")
+        if plan.extra:
+            parts.append(f"ignored {len(plan.extra)} estimate(s) without a reference")
+        stderr.print(f"warning: --intersection: scoring {len(plan.items)} file(s); "
+                     f"{', '.join(parts)}", soft_wrap=True, markup=False)
+
+    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=stderr,
+                        disable=quiet or not stderr.is_terminal, transient=True)
+    with progress:
+        task = progress.add_task("scoring", total=len(plan.items))
+        scores = ev.evaluate(plan, settings, jobs=jobs or ev.default_jobs(),
+                             on_progress=lambda done, total: progress.update(task, completed=done))
+
+    columns = settings.columns()
+    summary = ev.summarize(scores, columns)
+    long = ev.length_mismatches(scores)
+    if long:
+        shown = ev.short_list([f"{s.name} ({s.length_mismatch_s:.2f} s)" for s in long])
+        stderr.print(f"warning: {len(long)} file(s) differ in length by more than "
+                     f"{ev.LENGTH_TOLERANCE_S} s between their signals (all cropped to the "
+                     f"shortest): {shown}", soft_wrap=True, markup=False)
+    labels = _eval_labels(settings)
+    for column in columns:
+        undefined = ev.undefined_files(scores, column)
+        if undefined:
+            stderr.print(f"warning: {labels[column]} undefined for {len(undefined)} "
+                         f"file(s), left out of its mean: {ev.short_list(undefined)}",
+                         soft_wrap=True, markup=False)
+
+    table = _eval_table(plan, settings, summary, len(scores))
+    (stderr if json_out else Console(highlight=False)).print(table)
+    if json_out:
+        typer.echo(json.dumps(ev.report_dict(plan, settings, scores, summary), indent=2))
+    if csv_path is not None:
+        ev.write_text(csv_path, ev.csv_text(plan, settings, scores, summary))
+        note(f"wrote {csv_path}")
+    if plot is not None:
+        ev.plot_distributions(plot, scores, summary, labels,
+                              title=f"{plan.est_dir} vs {plan.ref_dir} ({len(scores)} files)")
+        note(f"wrote {plot}")
+
+
+def _eval_labels(settings: Any) -> dict[str, str]:
+    from diffsep.evaluate import COLUMN_LABELS
+
+    labels = dict(COLUMN_LABELS)
+    if settings.pesq_mode:
+        labels["pesq"] = f"PESQ ({settings.pesq_mode})"
+    return labels
+
+
+def _eval_table(plan: Any, settings: Any, summary: dict[str, Any], num_files: int) -> Any:
+    import math
+
+    from rich.table import Table
+    from rich.text import Text
+
+    labels = _eval_labels(settings)
+    sources = f", {plan.num_sources} sources (PIT)" if plan.num_sources > 1 else ""
+    table = Table(title=Text(f"{num_files} files{sources}"),
+                  caption=Text(f"est {plan.est_dir}\nref {plan.ref_dir}"),
+                  title_justify="left", caption_justify="left")
+    table.add_column("metric")
+    table.add_column("mean ± 95% CI", justify="right")
+    table.add_column("std", justify="right")
+    table.add_column("n", justify="right")
+    for column, stats in summary.items():
+        digits = 3 if column == "estoi" else 2
+        mean = f"{stats.mean:.{digits}f}" if math.isfinite(stats.mean) else "—"
+        ci = f" ± {stats.ci95:.{digits}f}" if math.isfinite(stats.ci95) else ""
+        std = f"{stats.std:.{digits}f}" if math.isfinite(stats.std) else "—"
+        table.add_row(Text(labels[column]), mean + ci, std, str(stats.n))
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# train / export
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Argument(
+        help="TOML training config (see recipes/train-*.toml). Relative paths in it resolve "
+        "against its folder.", show_default=False)] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option(
+        "--set", "-s", show_default=False,
+        help="Override a config value, e.g. --set optim.lr=1e-4 --set output.dir=runs/x "
+        "(repeatable; values are TOML literals or bare strings).")] = None,
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume",
+        help="Continue from the newest checkpoint in output.dir (--no-resume: refuse to "
+        "start if one exists).")] = True,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a DiffSep model; checkpoints, log and EMA export go to the config's output.dir.
+
+    Multi-GPU / multi-node: `torchrun --nproc_per_node N -m diffsep train CONFIG`. Ctrl-C (or
+    SIGTERM) writes a checkpoint and stops; the same command resumes.
+    """
+    import os
+
+    from diffsep.train.config import load_train_config
+    from diffsep.train.loop import StepInfo, TrainHooks, train as run_training
+
+    main_rank = os.environ.get("RANK", "0") == "0"
+    show = main_rank and not quiet
+    progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=stderr,
+                        disable=not show or not stderr.is_terminal)
+    task_id = progress.add_task("training", total=None, info="")
+
+    def on_start(step: int, total: int) -> None:
+        progress.update(task_id, completed=step, total=total)
+
+    def on_step(info: StepInfo) -> None:
+        progress.update(task_id, completed=info.step,
+                        info=f"loss {info.loss:.4f}  {info.seconds:.2f} s/step")
+
+    def on_message(line: str) -> None:
+        if show:
+            progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        settings = load_train_config(config, overrides or [])
+        with progress:
+            result = run_training(settings, device=device, resume=resume,
+                                  hooks=TrainHooks(on_message, on_step, on_start))
+    except DiffsepError as err:
+        raise _fail(str(err))
+    if show and result.export is not None:
+        stderr.print(f"model: {result.export}", markup=False)
+    if result.status == "interrupted":
+        raise typer.Exit(130)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(
+        help="A run folder (its newest checkpoint) or one checkpoint folder "
+        "(RUN/checkpoints/step-XXXXXXXX).", show_default=False)],
+    out: Annotated[Path, typer.Argument(
+        help="New model folder (config.json, model.safetensors, README.md), usable with "
+        "--model.", show_default=False)],
+    fp16: Annotated[Optional[bool], typer.Option(
+        "--fp16/--fp32", show_default=False,
+        help="Store float16 (half the size) or float32 weights. \\[default: the run's "
+        "output.export_dtype]")] = None,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Export the raw weights instead of their moving average (EMA).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Export a training checkpoint's EMA weights as a model folder for separate/enhance."""
+    from diffsep.train.loop import export_model
+
+    dtype = None if fp16 is None else ("float16" if fp16 else "float32")
+    try:
+        folder = export_model(run, out, dtype=dtype, overwrite=overwrite, use_ema=not raw)
+    except DiffsepError as err:
+        raise _fail(str(err))
+    stderr.print(f"wrote {folder}", markup=False)
 
 
 def main() -> None:
