@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -87,13 +90,51 @@ def test_truncated_file_is_rejected(tmp_path):
         read_audio(path)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_file_is_rejected(tmp_path):
-    path = tmp_path / "locked.wav"
+def _as_unprivileged(check, *args) -> str:
+    """Run ``check(*args)`` as the user 'nobody' when we are root (root ignores permissions);
+    returns ``'ok'`` or ``'ExceptionName: message'``."""
+
+    def outcome() -> str:
+        try:
+            check(*args)
+        except Exception as err:  # noqa: BLE001 - reported to the parent
+            return f"{type(err).__name__}: {err}"
+        return "ok"
+
+    if os.geteuid() != 0:
+        return outcome()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+
+    def child() -> None:
+        os.setgid(65534)
+        os.setuid(65534)
+        queue.put(outcome())
+
+    process = context.Process(target=child)
+    process.start()
+    process.join(30)
+    return queue.get(timeout=5)
+
+
+@pytest.fixture()
+def shared_tmp():
+    """A temporary folder that an unprivileged user can enter."""
+    folder = Path(tempfile.mkdtemp(prefix="diffsep-perm-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in folder.rglob("*"):
+        path.chmod(0o700)
+    shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_unreadable_file_is_rejected(shared_tmp):
+    path = shared_tmp / "locked.wav"
     sf.write(path, np.zeros(100, np.float32), 8000)
     path.chmod(0)
-    with pytest.raises(AudioError, match=r"locked\.wav: cannot read"):
-        probe_audio(path)
+    result = _as_unprivileged(probe_audio, path)
+    assert result.startswith("AudioError") and "locked.wav: cannot read" in result, result
 
 
 def test_nan_samples_are_reported_with_file_and_time(tmp_path):
@@ -344,16 +385,15 @@ def test_unwritable_output_folder_raises_output_error(tmp_path):
         AtomicAudioWriter(tmp_path / "dir.wav", 8000, 1)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
-def test_read_only_folder_raises_output_error(tmp_path):
-    folder = tmp_path / "ro"
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_read_only_folder_raises_output_error(shared_tmp):
+    folder = shared_tmp / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(OutputError, match=r"ro/a\.wav: cannot write to the output folder"):
-            AtomicAudioWriter(folder / "a.wav", 8000, 1)
-    finally:
-        folder.chmod(0o700)
+    folder.chmod(0o555)
+    result = _as_unprivileged(AtomicAudioWriter, folder / "a.wav", 8000, 1)
+    assert result.startswith("OutputError"), result
+    assert "ro/a.wav: cannot write to the output folder" in result
+    assert list(folder.iterdir()) == []
 
 
 def test_invalid_format_combinations_raise_config_error(tmp_path):
