@@ -164,3 +164,15 @@ def test_convert_then_models_listing(tmp_path: Path) -> None:
     assert result.exit_code == 0
     names = {row["name"] for row in json.loads(result.stdout)}
     assert {"diffsep-sep-8k", "diffsep-enh-16k"} <= names
+
+
+def test_threads_option_sets_torch_threads(mixtures: Path, tmp_path: Path,
+                                           small_model_dirs) -> None:
+    import torch
+
+    result = invoke("separate", mixtures / "sub" / "b.flac", "-o", tmp_path / "o", "--model",
+                    small_model_dirs["sep"], "--steps", 1, "--threads", 2, "-q")
+    try:
+        assert result.exit_code == 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
