@@ -95,11 +95,12 @@ def load_model(
     """Load a model: ``spec`` is None (bundled default for ``task``), a bundled name, a Hub
     repo id (downloaded once into the Hugging Face cache), a local folder or a local file."""
     from diffsep.checkpoint import load_model_files
-    from diffsep.hub import resolve_model
+    from diffsep.hub import DEFAULT_MODELS, resolve_model
 
     path = resolve_model(None if spec is None else str(spec), task)
     config, state_dict = load_model_files(path)
-    return build_model(config, state_dict, resolve_device(device), source=str(spec or path))
+    name = str(spec) if spec is not None else DEFAULT_MODELS.get(task, str(path))
+    return build_model(config, state_dict, resolve_device(device), source=name)
 
 
 def sampler_settings(config: ModelConfig, **overrides: object) -> SamplerConfig:
