@@ -722,3 +722,11 @@ def test_broken_model_files(tmp_path, sep_model, setup, error, message):
     with pytest.raises(error, match=message) as err:
         load_model_files(target)
     assert str(target.name) in str(err.value) or setup == "empty_folder"
+
+
+def test_saved_model_files_are_readable_by_others(tmp_path):
+    from diffsep.checkpoint import convert_authors_checkpoint
+
+    folder = convert_authors_checkpoint(FIXTURES / "small-sep.ckpt", tmp_path / "m")
+    for file in folder.iterdir():
+        assert file.stat().st_mode & 0o044 == 0o044, file

@@ -787,6 +787,8 @@ def save_model_folder(
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata=_safetensors_metadata(config))
         _fsync_file(staging / WEIGHTS_NAME)
         _write_text(staging / CARD_NAME, card if card is not None else model_card(config))
+        for file in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+            os.chmod(staging / file, 0o644)  # safetensors creates its file private
         os.chmod(staging, 0o755)
         _swap_into_place(staging, folder)
     except OSError as err:
