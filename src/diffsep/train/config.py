@@ -1,0 +1,339 @@
+"""Training configuration: frozen dataclasses read from TOML, with ``key.sub=value`` overrides.
+
+A run is fully described by a :class:`TrainConfig`; it is written as JSON into every training
+checkpoint and beside the log, so a checkpoint can always be traced back to its settings.
+
+TOML layout (every table and key is optional; unknown keys are errors)::
+
+    [model]            # a diffsep.config.ModelConfig: task, num_sources, sample_rate, ...
+    [model.backbone]   # NCSN++ width/depth
+    [data]             # what to train and validate on
+    [optim]            # Adam, batch, segment, steps, p_T, EMA, precision
+    [valid]            # periodic separation of a few validation mixtures
+    [output]           # run folder, checkpoint/export cadence
+
+Relative paths in ``[data]`` and ``[output]`` are resolved against the TOML file's folder by
+:func:`load_train_config`, so a recipe works from any working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from diffsep.config import ModelConfig
+from diffsep.errors import ConfigError
+
+DataKind = Literal["dynamic", "mixture_folder", "noisy_folder"]
+Precision = Literal["fp32", "bf16", "fp16"]
+ExportDtype = Literal["float32", "float16", "bfloat16"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training and validation data.
+
+    ``kind='dynamic'``: ``train`` is a folder of speaker folders (or a manifest CSV) mixed on
+    the fly (:class:`~diffsep.train.data.DynamicMixingDataset`), with ``noise`` for
+    enhancement and ``train_split`` selecting ``<folder>/<split>``. ``'mixture_folder'``:
+    ``train`` is a WSJ0-2mix/LibriMix-style root (``mix/``, ``s1/`` ...). ``'noisy_folder'``:
+    a VoiceBank-DEMAND-style root (``noisy/``, ``clean/``). ``valid`` is always a fixed set in
+    the folder layout of the task (``mix/ s1/ s2/`` or ``noisy/ clean/``); empty disables the
+    separation part of validation.
+    """
+
+    kind: DataKind = "dynamic"
+    train: str = ""
+    noise: str = ""
+    train_split: str = "train"
+    valid: str = ""
+    epoch_length: int = 20000  # items per epoch for dynamic mixing
+    snr_range: tuple[float, float] = (-5.0, 20.0)  # dB, enhancement
+    gain_range: tuple[float, float] = (-2.5, 2.5)  # dB, separation
+    level_range: tuple[float, float] = (-35.0, -15.0)  # dBFS RMS of the mixture
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation. ``segment_seconds`` is the training crop; ``p_T`` the probability of the
+    t = T branch (started from the true mixture, PIT for separation); ``t_min`` the lower end
+    of the uniform time draw; ``precision`` applies on CUDA only (CPU trains in float32)."""
+
+    lr: float = 2e-4
+    warmup_steps: int = 0
+    batch_size: int = 4
+    segment_seconds: float = 2.0
+    grad_clip: float = 5.0
+    steps: int = 200_000
+    p_T: float = 0.1
+    t_min: float = 0.03
+    ema_decay: float = 0.999
+    precision: Precision = "bf16"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ValidConfig:
+    """Periodic validation: separate ``num_mixtures`` items of ``data.valid`` (centre crops of
+    ``seconds``) with the EMA weights and the given sampler settings; log SI-SDR(i)."""
+
+    every: int = 5000
+    num_mixtures: int = 4
+    seconds: float = 4.0
+    sampler_steps: int = 30
+    corrector_steps: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Run folder layout: ``dir/train.log``, ``dir/checkpoints/step-XXXXXXXX/``, ``dir/export/``."""
+
+    dir: str = "runs/diffsep"
+    log_every: int = 25
+    checkpoint_minutes: float = 10.0
+    checkpoint_every: int = 0  # steps; 0: only by time, at validation and at the end
+    keep_checkpoints: int = 2
+    export_on_validation: bool = True
+    export_dtype: ExportDtype = "float16"
+    title: str = ""  # model card title of exports
+    description: str = ""  # model card text of exports
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``diffsep train`` needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    valid: ValidConfig = field(default_factory=ValidConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-ready dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`: unknown keys and wrongly typed values raise ConfigError."""
+        config = _build(cls, data, "")
+        validate(config)
+        return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Building dataclasses from nested dicts (with light type checking)
+# ---------------------------------------------------------------------------------------------
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {
+        name: _coerce(hints[name], value, f"{where}.{name}" if where else name)
+        for name, value in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where or 'config'}: {err}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(repr(c) for c in typing.get_args(hint))
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        return _coerce(options[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def validate(config: TrainConfig) -> None:
+    """Range checks that the dataclasses cannot express; ConfigError names the key."""
+    o, v, d, out = config.optim, config.valid, config.data, config.output
+    checks = [
+        (o.lr > 0, "optim.lr must be positive"),
+        (o.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (o.batch_size >= 1, "optim.batch_size must be at least 1"),
+        (o.segment_seconds > 0, "optim.segment_seconds must be positive"),
+        (o.grad_clip > 0 or o.grad_clip == 0, "optim.grad_clip must be >= 0 (0: off)"),
+        (o.steps >= 1, "optim.steps must be at least 1"),
+        (0.0 <= o.p_T <= 1.0, "optim.p_T must be in [0, 1]"),
+        (0.0 < o.t_min < 1.0, "optim.t_min must be in (0, 1)"),
+        (0.0 <= o.ema_decay < 1.0, "optim.ema_decay must be in [0, 1)"),
+        (v.every >= 0, "valid.every must be >= 0 (0: off)"),
+        (v.num_mixtures >= 0, "valid.num_mixtures must be >= 0"),
+        (v.seconds > 0, "valid.seconds must be positive"),
+        (v.sampler_steps >= 1, "valid.sampler_steps must be at least 1"),
+        (v.corrector_steps >= 0, "valid.corrector_steps must be >= 0"),
+        (d.epoch_length >= 1, "data.epoch_length must be at least 1"),
+        (d.num_workers >= 0, "data.num_workers must be >= 0"),
+        (out.log_every >= 1, "output.log_every must be at least 1"),
+        (out.checkpoint_minutes >= 0, "output.checkpoint_minutes must be >= 0 (0: off)"),
+        (out.checkpoint_every >= 0, "output.checkpoint_every must be >= 0 (0: off)"),
+        (out.keep_checkpoints >= 1, "output.keep_checkpoints must be at least 1"),
+        (bool(out.dir), "output.dir must not be empty"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if not math.isfinite(o.lr) or not math.isfinite(o.grad_clip):
+        raise ConfigError("optim.lr and optim.grad_clip must be finite")
+    if config.model.task == "enhancement" and config.model.num_sources != 2:
+        raise ConfigError("model.num_sources must be 2 for enhancement (speech, noise)")
+    if d.kind == "noisy_folder" and config.model.task != "enhancement":
+        raise ConfigError("data.kind 'noisy_folder' needs model.task = 'enhancement'")
+    if d.kind == "dynamic" and config.model.task == "enhancement" and not d.noise:
+        raise ConfigError("data.noise is required for enhancement with dynamic mixing")
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML + overrides
+# ---------------------------------------------------------------------------------------------
+
+
+def _toml_module() -> Any:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ConfigError("reading TOML needs Python 3.11+ or the 'tomli' package") from None
+    return tomllib
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=1e-4"`` -> ``(["optim", "lr"], 1e-4)``.
+
+    The value is read as a TOML value (numbers, booleans, ``[1, 2]``, quoted strings); if that
+    fails it is taken as a bare string, so ``data.train=/data/speech`` works unquoted.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    raw = raw.strip()
+    try:
+        value = _toml_module().loads(f"value = {raw}")["value"]
+    except Exception:  # noqa: BLE001 (tomllib.TOMLDecodeError): not a TOML literal
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """A copy of the nested dict ``data`` with each ``key.sub=value`` override set."""
+    result = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a table")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the path keys of ``[data]`` and ``[output]`` absolute against ``base``."""
+    result = json.loads(json.dumps(data))
+    for section, keys in (("data", ("train", "noise", "valid")), ("output", ("dir",))):
+        table = result.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str) and value:
+                path = Path(value).expanduser()
+                table[key] = str(path if path.is_absolute() else (base / path).resolve())
+    return result
+
+
+def load_train_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
+    """Read a TOML config (or start from the defaults with ``path=None``), apply overrides.
+
+    Relative paths in the file resolve against its folder; relative paths given as overrides
+    resolve against the current directory.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
+        try:
+            data = _toml_module().loads(text)
+        except Exception as err:  # noqa: BLE001 (TOMLDecodeError)
+            raise ConfigError(f"{path}: invalid TOML ({err})") from None
+        data = _resolve_paths(data, path.resolve().parent)
+    data = _resolve_paths(apply_overrides(data, overrides), Path.cwd())
+    where = str(path) if path is not None else "config"
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def config_from_json(text: str, where: str) -> TrainConfig:
+    """Parse the JSON written by :meth:`TrainConfig.to_json` (ConfigError on problems)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{where}: invalid JSON ({err})") from None
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None

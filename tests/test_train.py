@@ -1,0 +1,578 @@
+"""Training: the loss, the EMA, the config, the loop (checkpoint, resume, export, DDP) and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from diffsep.config import BackboneConfig, ModelConfig, SamplerConfig, SDEConfig, STFTConfig
+from diffsep.errors import CheckpointError, ConfigError, OutputError
+from diffsep.sde import DiffusionMixingSDE
+from diffsep.train.config import (
+    DataConfig,
+    OptimConfig,
+    OutputConfig,
+    TrainConfig,
+    ValidConfig,
+    apply_overrides,
+    load_train_config,
+    parse_override,
+)
+from diffsep.train.ema import WeightEMA
+from diffsep.train.loss import (
+    TrainingDraw,
+    diffsep_loss,
+    draw_training_noise,
+    network_input,
+    normalize_batch,
+    prior_branch_loss,
+    reorder_sources,
+    score_matching_loss,
+)
+
+RATE = 8000
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+
+def _sde(k: int, kind: str = "mix") -> DiffusionMixingSDE:
+    return DiffusionMixingSDE(num_sources=k, kind=kind, avg_len=15)
+
+
+def _batch(k: int, b: int = 3, n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sources = torch.randn(b, k, n, generator=g, dtype=torch.float64)
+    return sources.sum(dim=1, keepdim=True), sources
+
+
+@pytest.mark.parametrize("kind", ["mix", "prior_mix"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_score_matching_loss_is_zero_for_the_true_score(k: int, kind: str) -> None:
+    sde = _sde(k, kind)
+    mix, _ = _batch(k)
+    z = torch.randn(3, k, 64, dtype=torch.float64)
+    t = torch.tensor([0.05, 0.5, 1.0], dtype=torch.float64)
+    true_score = -sde.apply_L_inv(z, t, mix)
+    assert torch.allclose(
+        score_matching_loss(sde, true_score, z, t, mix),
+        torch.zeros(3, dtype=torch.float64),
+        atol=1e-20,
+    )
+    # a zero score leaves the loss of the noise itself: mean z^2
+    expected = z.square().mean(dim=(1, 2))
+    assert torch.allclose(score_matching_loss(sde, torch.zeros_like(z), z, t, mix), expected)
+
+
+@pytest.mark.parametrize("kind", ["mix", "prior_mix"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_prior_branch_picks_the_matching_order(k: int, kind: str) -> None:
+    sde = _sde(k, kind)
+    mix, sources = _batch(k, b=2)
+    z = torch.randn_like(sources)
+    t = torch.ones(2, dtype=torch.float64)
+    orders = list(itertools.permutations(range(k)))
+    for index, order in enumerate(orders):
+        mismatch = sde.prior_mean(mix) - sde.mean(sources[:, list(order)], t)
+        z_order = z + sde.apply_L_inv(mismatch, t, mix)
+        score = -sde.apply_L_inv(z_order, t, mix)  # the exact score for this order
+        loss, best = prior_branch_loss(sde, score, z, t, mix, sources, permutation_invariant=True)
+        assert torch.allclose(loss, torch.zeros(2, dtype=torch.float64), atol=1e-18)
+        assert best.tolist() == [index, index]
+        fixed, _ = prior_branch_loss(sde, score, z, t, mix, sources, permutation_invariant=False)
+        if index == 0:
+            assert torch.allclose(fixed, torch.zeros(2, dtype=torch.float64), atol=1e-18)
+        else:  # without PIT only the given order counts, so another order costs something
+            assert bool((fixed > 1e-3).all())
+
+
+def test_prior_branch_mismatch_is_the_distance_to_the_model_mean() -> None:
+    # with the plain noise as target (no mismatch term) the loss equals |L^-1 (y/K - mean_T)|^2
+    sde = _sde(2)
+    mix, sources = _batch(2, b=1, n=32)
+    z = torch.randn_like(sources)
+    t = torch.ones(1, dtype=torch.float64)
+    score = -sde.apply_L_inv(z, t, mix)
+    loss, _ = prior_branch_loss(sde, score, z, t, mix, sources, permutation_invariant=False)
+    gap = sde.apply_L_inv(sde.prior_mean(mix) - sde.mean(sources, t), t, mix)
+    assert torch.allclose(loss, gap.square().mean(dim=(1, 2)))
+    assert float(loss) > 0.01
+
+
+def test_network_input_and_combined_loss() -> None:
+    k, b, n = 2, 4, 48
+    sde = _sde(k)
+    mix, sources = _batch(k, b=b, n=n)
+    mix, sources = mix.float(), sources.float()
+    g = torch.Generator().manual_seed(3)
+    draw = draw_training_noise(b, k, n, p_T=0.5, t_min=0.03, shuffle_sources=True, generator=g)
+    draw = dataclasses.replace(
+        draw,
+        at_T=torch.tensor([True, False, True, False]),
+        t=torch.where(torch.tensor([True, False, True, False]), torch.ones(b), draw.t),
+        order=torch.tensor([[1, 0], [1, 0], [0, 1], [0, 1]]),
+    )
+    x_t = network_input(sde, mix, sources, draw)
+    ordered = reorder_sources(sources, draw.order)
+    assert torch.equal(ordered[0], sources[0].flip(0))
+    for i in (1, 3):
+        expected = sde.marginal_sample(
+            ordered[i : i + 1], draw.t[i : i + 1], mix[i : i + 1], draw.z[i : i + 1]
+        )
+        assert torch.allclose(x_t[i : i + 1], expected)
+    for i in (0, 2):
+        expected = sde.prior_sample(mix[i : i + 1], draw.z[i : i + 1])
+        assert torch.allclose(x_t[i : i + 1], expected)
+    score = torch.randn(b, k, n, generator=g)
+    loss = diffsep_loss(sde, score, mix, sources, draw, permutation_invariant=True)
+    ordinary = score_matching_loss(sde, score, draw.z, draw.t, mix)
+    prior, _ = prior_branch_loss(
+        sde, score, draw.z, draw.t, mix, sources, permutation_invariant=True
+    )
+    assert torch.allclose(loss[[1, 3]], ordinary[[1, 3]])
+    assert torch.allclose(loss[[0, 2]], prior[[0, 2]])
+    # the ordinary branch at its exact score has zero loss
+    exact = -sde.apply_L_inv(draw.z, draw.t, mix)
+    assert torch.allclose(
+        diffsep_loss(sde, exact, mix, sources, draw, permutation_invariant=True)[[1, 3]],
+        torch.zeros(2),
+        atol=1e-6,
+    )
+
+
+def test_draw_training_noise() -> None:
+    def draw(p: float, seed: int = 0, shuffle: bool = True) -> TrainingDraw:
+        g = torch.Generator().manual_seed(seed)
+        return draw_training_noise(
+            500, 3, 8, p_T=p, t_min=0.03, shuffle_sources=shuffle, generator=g
+        )
+
+    d = draw(0.1)
+    assert bool((d.t >= 0.03).all()) and bool((d.t <= 1.0).all())
+    assert bool((d.t[d.at_T] == 1.0).all()) and bool((d.t[~d.at_T] < 1.0).all())
+    assert 20 < int(d.at_T.sum()) < 90  # ~50 of 500
+    assert not bool(draw(0.0).at_T.any()) and bool(draw(1.0).at_T.all())
+    assert torch.equal(d.order.sort(dim=1).values, torch.arange(3).expand(500, 3))
+    assert len({tuple(o) for o in d.order.tolist()}) == 6
+    assert torch.equal(draw(0.1, shuffle=False).order, torch.arange(3).expand(500, 3))
+    again = draw(0.1)
+    assert torch.equal(again.z, d.z) and torch.equal(again.t, d.t)
+    assert not torch.equal(draw(0.1, seed=1).z, d.z)
+
+
+def test_normalize_batch_keeps_the_sum() -> None:
+    sources = torch.randn(2, 3, 100) * 0.1 + 0.05
+    mix = sources.sum(dim=1, keepdim=True)
+    mix_n, sources_n = normalize_batch(mix, sources)
+    assert torch.allclose(sources_n.sum(dim=1, keepdim=True), mix_n, atol=1e-5)
+    assert torch.allclose(mix_n.mean(dim=(1, 2)), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(mix_n.std(dim=(1, 2)), torch.ones(2), atol=1e-5)
+    assert torch.equal(mix, sources.sum(dim=1, keepdim=True))  # inputs untouched
+
+
+# ---------------------------------------------------------------------------------------------
+# EMA
+# ---------------------------------------------------------------------------------------------
+
+
+def test_weight_ema() -> None:
+    net = torch.nn.Linear(2, 1)
+    net.register_buffer("scale", torch.tensor(1.0))
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+        net.bias.fill_(0.0)
+    ema = WeightEMA(net, decay=0.5)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.scale.fill_(3.0)
+    assert ema.current_decay() == pytest.approx(0.1)  # warm-up: (1 + 0) / (10 + 0)
+    ema.update(net)
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 0.9))
+    assert float(ema.shadow["scale"]) == 3.0  # buffers copied
+    for _ in range(100):
+        ema.update(net)
+    assert ema.current_decay() == 0.5
+    assert torch.allclose(ema.shadow["weight"], torch.ones(1, 2), atol=1e-6)
+    other = WeightEMA(net, decay=0.5)
+    other.load(ema.state_dict(), ema.num_updates)
+    assert other.num_updates == 101 and torch.equal(other.shadow["weight"], ema.shadow["weight"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        '[model]\ntask = "enhancement"\nsample_rate = 16000\n'
+        "[model.backbone]\nnf = 32\nch_mult = [1, 2, 2]\n"
+        '[data]\ntrain = "speech"\nnoise = "noise"\nsnr_range = [0, 10]\n'
+        "[optim]\nlr = 1e-3\nbatch_size = 2\n"
+        '[output]\ndir = "runs/x"\n'
+    )
+    config = load_train_config(cfg, ["optim.lr=5e-4", "model.sde.kind=prior_mix", "optim.steps=7"])
+    assert config.model.task == "enhancement" and config.model.sample_rate == 16000
+    assert config.model.backbone.ch_mult == (1, 2, 2)
+    assert config.model.sde.kind == "prior_mix"
+    assert config.optim.lr == 5e-4 and config.optim.batch_size == 2 and config.optim.steps == 7
+    assert config.data.snr_range == (0.0, 10.0)
+    assert config.data.train == str(tmp_path / "speech")  # relative to the TOML file
+    assert config.output.dir == str(tmp_path / "runs" / "x")
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    assert parse_override("data.train=/a b/c") == (["data", "train"], "/a b/c")
+    assert parse_override("valid.every=0") == (["valid", "every"], 0)
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=true"]) == {"a": {"b": 1, "c": True}}
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_train_config(cfg, ["optim.learning_rate=1"])
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_train_config(cfg, ["optim.batch_size=2.5"])
+    with pytest.raises(ConfigError, match="p_T"):
+        load_train_config(cfg, ["optim.p_T=2"])
+    with pytest.raises(ConfigError, match="not one of"):
+        load_train_config(cfg, ["optim.precision=fp8"])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("novalue")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_train_config(tmp_path / "missing.toml")
+
+
+def test_recipes_load() -> None:
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    for name in ("train-sep-8k.toml", "train-enh-16k.toml"):
+        config = load_train_config(recipes / name)
+        from diffsep.nn.score_model import ScoreModel
+
+        params = sum(p.numel() for p in ScoreModel(config.model).parameters())
+        assert params * 2 < 40e6  # fp16 export under 40 MB
+    sep = load_train_config(recipes / "train-sep-8k.toml")
+    enh = load_train_config(recipes / "train-enh-16k.toml")
+    assert (sep.model.task, sep.model.sample_rate, sep.model.sde.kind) == (
+        "separation",
+        8000,
+        "mix",
+    )
+    assert (enh.model.task, enh.model.sample_rate, enh.model.sde.kind) == (
+        "enhancement",
+        16000,
+        "prior_mix",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny end-to-end runs
+# ---------------------------------------------------------------------------------------------
+
+TINY_MODEL = ModelConfig(
+    task="separation",
+    num_sources=2,
+    sample_rate=RATE,
+    stft=STFTConfig(n_fft=62, hop_length=16, frame_multiple=4),
+    backbone=BackboneConfig(
+        nf=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=32
+    ),
+    sde=SDEConfig(),
+    sampler=SamplerConfig(steps=3),
+)
+
+
+def _tone(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    f0 = rng.uniform(90, 300)
+    x = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, 6))
+    return (0.1 * x * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))).astype(np.float32)
+
+
+def _make_data(root: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    speech = root / "speech"
+    for spk in range(3):
+        for utt in range(2):
+            path = speech / "train" / f"spk{spk}" / f"u{utt}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, _tone(rng, 0.4), RATE)
+    valid = root / "valid"
+    for folder in ("mix", "s1", "s2"):
+        (valid / folder).mkdir(parents=True)
+    for i in range(2):
+        s1, s2 = _tone(rng, 0.3), _tone(rng, 0.3)
+        sf.write(valid / "s1" / f"v{i}.wav", s1, RATE)
+        sf.write(valid / "s2" / f"v{i}.wav", s2, RATE)
+        sf.write(valid / "mix" / f"v{i}.wav", s1 + s2, RATE)
+    return speech, valid
+
+
+def _tiny_config(root: Path, run: str, **optim: object) -> TrainConfig:
+    speech, valid = (
+        _make_data(root) if not (root / "speech").exists() else (root / "speech", root / "valid")
+    )
+    return TrainConfig(
+        model=TINY_MODEL,
+        data=DataConfig(kind="dynamic", train=str(speech), valid=str(valid), epoch_length=6),
+        optim=OptimConfig(
+            **{
+                "lr": 1e-3,
+                "batch_size": 2,
+                "segment_seconds": 0.1,
+                "steps": 4,
+                "p_T": 0.5,
+                "ema_decay": 0.9,
+                **optim,
+            }
+        ),  # type: ignore[arg-type]
+        valid=ValidConfig(every=3, num_mixtures=2, seconds=0.25, sampler_steps=2),
+        output=OutputConfig(dir=str(root / run), checkpoint_minutes=0.0, log_every=1),
+    )
+
+
+def _losses(config: TrainConfig, **kw: object) -> tuple[list[float], object]:
+    from diffsep.train.loop import TrainHooks, train
+
+    losses: list[float] = []
+    result = train(
+        config, device="cpu", hooks=TrainHooks(on_step=lambda info: losses.append(info.loss)), **kw
+    )  # type: ignore[arg-type]
+    return losses, result
+
+
+def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
+    from diffsep.model import load_model, sample_windows
+    from diffsep.train.loop import export_model, latest_checkpoint, read_checkpoint
+
+    torch.set_num_threads(1)
+    straight_cfg = _tiny_config(tmp_path, "straight")
+    straight, result = _losses(straight_cfg)
+    assert result.status == "finished" and result.step == 4 and len(straight) == 4
+    assert all(math.isfinite(x) for x in straight)
+    run = Path(straight_cfg.output.dir)
+    log = (run / "train.log").read_text()
+    assert "validation at step 3" in log and "si_sdr" in log
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["kind"] == "valid"] == [3, 4]
+
+    # interrupted after 2 steps, then resumed: the same losses and the same weights
+    resumed_cfg = _tiny_config(tmp_path, "resumed")
+    first, paused = _losses(resumed_cfg, max_new_steps=2)
+    assert paused.status == "paused" and paused.step == 2
+    ckpt = latest_checkpoint(resumed_cfg.output.dir)
+    assert ckpt is not None and ckpt.name == "step-00000002"
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    assert state["step"] == 2 and state["optimizer"]["state"]
+    saved_cfg, _ = read_checkpoint(ckpt)
+    assert saved_cfg == resumed_cfg
+    second, finished = _losses(resumed_cfg)
+    assert finished.step == 4
+    assert first + second == straight  # bitwise identical continuation
+    assert finished.fingerprint == result.fingerprint
+    with pytest.raises(OutputError, match="already holds checkpoints"):
+        _losses(resumed_cfg, resume=False)
+    other_model = dataclasses.replace(
+        resumed_cfg, model=dataclasses.replace(TINY_MODEL, num_sources=3)
+    )
+    with pytest.raises(ConfigError, match="different model"):
+        _losses(other_model)
+
+    # the export is a model folder the separator loads; fp16 on disk, EMA weights
+    export = run / "export"
+    assert (export / "config.json").is_file() and (export / "README.md").is_file()
+    card = (export / "README.md").read_text()
+    assert "for 4 steps" in card and "Validation at step 4" in card
+    model = load_model(export, device="cpu")
+    _, state = read_checkpoint(latest_checkpoint(run))
+    for key, value in model.network.state_dict().items():
+        assert torch.allclose(value, state["ema"][key].half().float())
+    mixes = torch.randn(2, 1, 400) * 0.1
+    est = sample_windows(model, mixes, [0, 1], model.config.sampler)
+    assert est.shape == (2, 2, 400) and bool(torch.isfinite(est).all())
+    raw = export_model(run, tmp_path / "raw32", dtype="float32", use_ema=False)
+    raw_model = load_model(raw, device="cpu")
+    for key, value in raw_model.network.state_dict().items():
+        assert torch.equal(value, state["model"][key])
+    with pytest.raises(CheckpointError):
+        export_model(tmp_path, tmp_path / "nothing")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, config_json: str, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        OMP_NUM_THREADS="1",
+    )
+    torch.set_num_threads(1)
+    from diffsep.train.config import config_from_json
+    from diffsep.train.loop import train
+
+    result = train(config_from_json(config_json, "test"), device="cpu")
+    Path(out, f"rank{rank}.json").write_text(
+        json.dumps({"fingerprint": result.fingerprint, "step": result.step})
+    )
+
+
+def test_ddp_gloo_two_processes(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    config = _tiny_config(tmp_path, "ddp", steps=2)
+    config = dataclasses.replace(config, valid=dataclasses.replace(config.valid, every=0))
+    mp.spawn(
+        _ddp_worker, args=(2, _free_port(), config.to_json(), str(tmp_path)), nprocs=2, join=True
+    )
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 2
+    assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
+    # the weights moved away from the (shared) initialisation
+    from diffsep.train.loop import latest_checkpoint, read_checkpoint
+
+    _, state = read_checkpoint(latest_checkpoint(config.output.dir))
+    torch.manual_seed(config.optim.seed)
+    from diffsep.nn.score_model import ScoreModel
+
+    init = ScoreModel(config.model).state_dict()
+    assert any(not torch.equal(init[k], state["model"][k]) for k in init)
+    log = (Path(config.output.dir) / "train.log").read_text()
+    assert "2 process(es)" in log and "different weights" not in log
+
+
+def test_cli_train_and_export(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from diffsep.cli import app
+    from diffsep.model import load_model
+
+    speech, valid = _make_data(tmp_path)
+    backbone = TINY_MODEL.backbone
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        "[model]\nsample_rate = 8000\n"
+        "[model.stft]\nn_fft = 62\nhop_length = 16\nframe_multiple = 4\n"
+        f"[model.backbone]\nnf = {backbone.nf}\nch_mult = [1, 2]\nnum_res_blocks = 1\n"
+        "attn_resolutions = []\nimage_size = 32\n"
+        f'[data]\ntrain = "{speech}"\nvalid = "{valid}"\nepoch_length = 4\n'
+        "[optim]\nbatch_size = 2\nsegment_seconds = 0.1\nsteps = 2\n"
+        "[valid]\nevery = 2\nnum_mixtures = 1\nseconds = 0.2\nsampler_steps = 2\n"
+        '[output]\ndir = "run"\n'
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(cfg), "--set", "optim.steps=3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert json.loads((run / "train_config.json").read_text())["optim"]["steps"] == 3
+    assert latest_checkpoint_name(run) == "step-00000003"
+    result = runner.invoke(app, ["export", str(run), str(tmp_path / "model"), "--fp32"])
+    assert result.exit_code == 0, result.output
+    assert load_model(tmp_path / "model", device="cpu").config.backbone.nf == backbone.nf
+    result = runner.invoke(app, ["train", str(cfg), "--set", "optim.lr=-1"])
+    assert result.exit_code == 1 and "optim.lr" in result.output
+
+
+def latest_checkpoint_name(run: Path) -> str:
+    from diffsep.train.loop import latest_checkpoint
+
+    found = latest_checkpoint(run)
+    return found.name if found else ""
+
+
+def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None:
+    import signal
+
+    from diffsep.train.loop import TrainHooks, latest_checkpoint, train
+
+    config = _tiny_config(tmp_path, "signal", steps=5)
+    config = dataclasses.replace(config, valid=dataclasses.replace(config.valid, every=0))
+
+    def on_step(info: object) -> None:
+        if info.step == 2:  # type: ignore[attr-defined]
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    result = train(config, device="cpu", hooks=TrainHooks(on_step=on_step))
+    assert result.status == "interrupted" and result.step == 2
+    assert latest_checkpoint(config.output.dir).name == "step-00000002"
+    assert signal.getsignal(signal.SIGTERM) is before  # our handler is gone again
+    resumed = train(config, device="cpu")
+    assert resumed.status == "finished" and resumed.step == 5
+    assert "resumed from" in (Path(config.output.dir) / "train.log").read_text()
+
+
+def test_enhancement_run(tmp_path: Path) -> None:
+    from diffsep.model import load_model
+
+    rng = np.random.default_rng(1)
+    speech, _ = _make_data(tmp_path)
+    noise = tmp_path / "noise" / "train"
+    noise.mkdir(parents=True)
+    sf.write(noise / "n0.wav", (0.05 * rng.standard_normal(RATE // 2)).astype(np.float32), RATE)
+    valid = tmp_path / "valid-enh"
+    for folder in ("noisy", "clean"):
+        (valid / folder).mkdir(parents=True)
+    clean = _tone(rng, 0.3)
+    sf.write(valid / "clean" / "a.wav", clean, RATE)
+    sf.write(
+        valid / "noisy" / "a.wav",
+        clean + 0.05 * rng.standard_normal(clean.size).astype(np.float32),
+        RATE,
+    )
+    model = dataclasses.replace(
+        TINY_MODEL, task="enhancement", sde=SDEConfig(kind="prior_mix", avg_len=31)
+    )
+    config = dataclasses.replace(
+        _tiny_config(tmp_path, "enh", steps=2, p_T=0.5),
+        model=model,
+        data=DataConfig(
+            kind="dynamic",
+            train=str(speech),
+            noise=str(tmp_path / "noise"),
+            valid=str(valid),
+            epoch_length=4,
+        ),
+        valid=ValidConfig(every=2, num_mixtures=1, seconds=0.25, sampler_steps=2),
+    )
+    from diffsep.train.loop import train
+
+    result = train(config, device="cpu")
+    assert result.status == "finished" and set(result.validation) == {"si_sdr", "si_sdri"}
+    assert all(math.isfinite(v) for v in result.validation.values())
+    loaded = load_model(result.export, device="cpu")
+    assert loaded.config.task == "enhancement" and loaded.config.sde.kind == "prior_mix"
+
+
+def test_mixed_precision_backbone_keeps_the_stft_in_float32() -> None:
+    # what bf16 autocast does on CUDA, exercised with CPU autocast
+    from diffsep.nn.score_model import ScoreModel
+    from diffsep.train.loop import MixedPrecisionScore
+
+    torch.manual_seed(0)
+    network = ScoreModel(TINY_MODEL)
+    xt, mix = torch.randn(2, 2, 300), torch.randn(2, 1, 300)
+    t = torch.tensor([0.2, 0.9])
+    reference = MixedPrecisionScore(network, None, "cpu")(xt, t, mix)
+    assert torch.equal(reference, network(xt, t, mix))
+    mixed = MixedPrecisionScore(network, torch.bfloat16, "cpu")(xt, t, mix)
+    assert mixed.dtype == torch.float32 and mixed.shape == reference.shape
+    error = (mixed - reference).detach().norm() / reference.detach().norm()
+    assert 0 < float(error) < 0.05
+    mixed.square().mean().backward()
+    trained = [p for p in network.parameters() if p.requires_grad]
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in trained)
