@@ -278,14 +278,10 @@ def _torch_load_restricted(path: Path) -> Any:
 
 
 def _torch_load(path: Path, *, mmap: bool) -> Any:
+    restricted = _make_restricted_pickle_module()
     try:
-        return torch.load(
-            path,
-            map_location="cpu",
-            weights_only=False,
-            pickle_module=_make_restricted_pickle_module(),
-            mmap=mmap,
-        )
+        return torch.load(path, pickle_module=restricted, weights_only=False,
+                          map_location="cpu", mmap=mmap)
     except _RefusedGlobal as refused:
         raise CheckpointError(
             f"{path}: refused to load '{refused.qualified_name}' from the pickle; "
