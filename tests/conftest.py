@@ -10,6 +10,24 @@ import soundfile as sf
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference-diffsep"
+SDE_CASES = [("sep", "mix"), ("enh", "prior_mix")]
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max|a - b| / max|b|, the fixtures' error measure."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+@pytest.fixture(scope="module", params=SDE_CASES, ids=[name for name, _ in SDE_CASES])
+def case(request):
+    """``(sde, expected)`` for each fixture model: MixSDE (sep) and PriorMixSDE (enh)."""
+    from diffsep.config import SDEConfig
+    from diffsep.sde import make_sde
+
+    name, kind = request.param
+    expected = torch.load(FIXTURES / f"expected-small-{name}.pt", weights_only=True)
+    return make_sde(SDEConfig(kind=kind), num_sources=2), expected
 
 
 @pytest.fixture(scope="session")

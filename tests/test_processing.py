@@ -6,16 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import rel_err
 
 from diffsep.errors import AudioError
 from diffsep.processing import normalize_mixture, rescale_to_mixture
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference-diffsep"
 
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
 @pytest.fixture(scope="module", params=["sep", "enh"])

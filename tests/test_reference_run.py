@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import rel_err
 
 from diffsep.checkpoint import read_authors_checkpoint
 from diffsep.nn.score_model import ScoreModel
@@ -21,10 +22,6 @@ from diffsep.sde import make_sde
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference-diffsep"
 
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
 class ReferenceNoise:

@@ -7,26 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import rel_err
 
-from diffsep.config import SDEConfig
 from diffsep.errors import ConfigError
 from diffsep.sampling import langevin_corrector_step, pc_sample, reverse_diffusion_step, time_grid
-from diffsep.sde import DiffusionMixingSDE, make_sde
+from diffsep.sde import DiffusionMixingSDE
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference-diffsep"
-CASES = [("sep", "mix"), ("enh", "prior_mix")]
 
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
-
-
-@pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
-def case(request):
-    name, kind = request.param
-    expected = torch.load(FIXTURES / f"expected-small-{name}.pt", weights_only=True)
-    return make_sde(SDEConfig(kind=kind), num_sources=2), expected
 
 
 def test_time_grid_is_reference_grid(case):

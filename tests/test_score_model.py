@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import rel_err
 
 from diffsep import spectral
 from diffsep.checkpoint import read_authors_checkpoint
@@ -23,11 +24,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "reference-diffsep"
 PREFIX = "score_model."
 TOL = 1e-4  # max|a - b| <= TOL * max|ref|
 
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max|a - b| / max|b|."""
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
 def reference_layout(name: str) -> list[tuple[str, list[int], str]]:

@@ -7,27 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import rel_err
 
 from diffsep.config import SDEConfig
 from diffsep.errors import ConfigError
 from diffsep.sde import DiffusionMixingSDE, make_sde
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference-diffsep"
-CASES = [("sep", "mix"), ("enh", "prior_mix")]
 DT = 1.0 / 30
 
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max|a - b| / max|b|."""
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
-
-
-@pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
-def case(request):
-    name, kind = request.param
-    expected = torch.load(FIXTURES / f"expected-small-{name}.pt", weights_only=True)
-    return make_sde(SDEConfig(kind=kind), num_sources=2), expected
 
 
 def matrix_of_L(sde: DiffusionMixingSDE, t: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
