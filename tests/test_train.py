@@ -248,6 +248,14 @@ def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
         parse_override("novalue")
     with pytest.raises(ConfigError, match="cannot read"):
         load_train_config(tmp_path / "missing.toml")
+    # init_from: an existing path resolves against the TOML folder; a Hub id stays as written
+    (tmp_path / "base-model").mkdir()
+    tuned = cfg.with_name("tuned.toml")
+    tuned.write_text(cfg.read_text().replace("[optim]\n", '[optim]\ninit_from = "base-model"\n'))
+    assert load_train_config(tuned).optim.init_from == str(tmp_path / "base-model")
+    assert load_train_config(cfg, ["optim.init_from=fakufaku/diffsep"]).optim.init_from == (
+        "fakufaku/diffsep"
+    )
 
 
 def test_recipes_load() -> None:
@@ -485,6 +493,47 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
     assert load_model(tmp_path / "model", device="cpu").config.backbone.nf == backbone.nf
     result = runner.invoke(app, ["train", str(cfg), "--set", "optim.lr=-1"])
     assert result.exit_code == 1 and "optim.lr" in result.output
+    # fine-tuning from the exported model folder: a new run starts from its weights
+    result = runner.invoke(app, ["train", str(cfg), "--set", f"output.dir={tmp_path / 'tuned'}", "--set",
+                                 "optim.steps=1", "--init-from", str(tmp_path / "model")])
+    assert result.exit_code == 0, result.output
+    assert "initialised from" in (tmp_path / "tuned" / "train.log").read_text()
+    # the bundled separation model is far wider than this config: one clear error
+    result = runner.invoke(app, ["train", str(cfg), "--set", f"output.dir={tmp_path / 'other'}",
+                                 "--init-from", "diffsep-sep-8k"])
+    assert result.exit_code == 1 and "model.backbone.nf: 4 here, 16 there" in result.output
+    assert latest_checkpoint_name(tmp_path / "other") == ""
+
+
+def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> None:
+    from diffsep.train.loop import latest_checkpoint, read_checkpoint
+
+    torch.set_num_threads(1)
+    base_cfg = _tiny_config(tmp_path, "base")
+    _losses(base_cfg)
+    _, base_state = read_checkpoint(latest_checkpoint(base_cfg.output.dir))
+    # lr so small that one Adam step moves no weight by more than ~1e-12
+    tuned_cfg = _tiny_config(tmp_path, "tuned", steps=1, lr=1e-12, init_from=base_cfg.output.dir)
+    _losses(tuned_cfg)
+    _, tuned_state = read_checkpoint(latest_checkpoint(tuned_cfg.output.dir))
+    assert tuned_state["step"] == 1
+    for key, value in tuned_state["model"].items():
+        assert torch.allclose(value, base_state["ema"][key], atol=1e-9), key
+    assert "initialised from" in (Path(tuned_cfg.output.dir) / "train.log").read_text()
+    # a fresh run without init_from starts elsewhere
+    fresh_cfg = _tiny_config(tmp_path, "fresh", steps=1, lr=1e-12)
+    _losses(fresh_cfg)
+    _, fresh_state = read_checkpoint(latest_checkpoint(fresh_cfg.output.dir))
+    assert any(not torch.allclose(v, base_state["ema"][k], atol=1e-6)
+               for k, v in fresh_state["model"].items())
+    wider = dataclasses.replace(
+        tuned_cfg,
+        model=dataclasses.replace(TINY_MODEL, backbone=dataclasses.replace(
+            TINY_MODEL.backbone, nf=8)),
+        output=dataclasses.replace(tuned_cfg.output, dir=str(tmp_path / "wider")),
+    )
+    with pytest.raises(ConfigError, match=r"model.backbone.nf: 8 here, 4 there"):
+        _losses(wider)
 
 
 def latest_checkpoint_name(run: Path) -> str:

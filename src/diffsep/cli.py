@@ -701,6 +701,11 @@ def train(
         help="Override a config value, e.g. --set optim.lr=1e-4 --set output.dir=runs/x "
         "(repeatable; values are TOML literals or bare strings).")] = None,
     device: DeviceOpt = "auto",
+    init_from: Annotated[Optional[str], typer.Option(
+        "--init-from", metavar="MODEL", show_default=False,
+        help="Start a fresh run from these weights (fine-tuning): a bundled model, a model "
+        "folder or file, a Hub repo id, or a training run or checkpoint folder (its EMA). "
+        "Same as --set optim.init_from=MODEL; ignored when the run resumes.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume/--no-resume",
         help="Continue from the newest checkpoint in output.dir (--no-resume: refuse to "
@@ -738,7 +743,8 @@ def train(
             progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     try:
-        settings = load_train_config(config, overrides or [])
+        extra = [f"optim.init_from={json.dumps(init_from)}"] if init_from else []
+        settings = load_train_config(config, [*(overrides or []), *extra])
         with progress:
             result = run_training(settings, device=device, resume=resume,
                                   hooks=TrainHooks(on_message, on_step, on_start))

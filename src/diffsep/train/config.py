@@ -65,7 +65,9 @@ class DataConfig:
 class OptimConfig:
     """Optimisation. ``segment_seconds`` is the training crop; ``p_T`` the probability of the
     t = T branch (started from the true mixture, PIT for separation); ``t_min`` the lower end
-    of the uniform time draw; ``precision`` applies on CUDA only (CPU trains in float32)."""
+    of the uniform time draw; ``precision`` applies on CUDA only (CPU trains in float32).
+    ``init_from``: a model (bundled name, folder, file or Hub id) or a training run/checkpoint
+    whose weights start a fresh run (fine-tuning); its architecture must match ``[model]``."""
 
     lr: float = 2e-4
     warmup_steps: int = 0
@@ -78,6 +80,7 @@ class OptimConfig:
     ema_decay: float = 0.999
     precision: Precision = "bf16"
     seed: int = 0
+    init_from: str = ""  # weights that start a fresh run (see diffsep.train.loop.initial_weights)
 
 
 @dataclass(frozen=True)
@@ -287,8 +290,15 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make the path keys of ``[data]`` and ``[output]`` absolute against ``base``."""
+    """Make the path keys of ``[data]`` and ``[output]`` absolute against ``base``; also
+    ``optim.init_from`` when it names an existing path there (it may be a model name or a Hub
+    repo id, which stay as they are)."""
     result = json.loads(json.dumps(data))
+    optim = result.get("optim")
+    if isinstance(optim, dict) and isinstance(optim.get("init_from"), str) and optim["init_from"]:
+        candidate = Path(optim["init_from"]).expanduser()
+        if not candidate.is_absolute() and (base / candidate).exists():
+            optim["init_from"] = str((base / candidate).resolve())
     for section, keys in (("data", ("train", "noise", "valid")), ("output", ("dir",))):
         table = result.get(section)
         if not isinstance(table, dict):

@@ -44,6 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diffsep import __version__
+from diffsep.config import ModelConfig
 from diffsep.errors import CheckpointError, ConfigError, OutputError
 from diffsep.model import build_model, resolve_device, sample_windows
 from diffsep.nn.score_model import ScoreModel
@@ -388,6 +389,55 @@ def _resolve_checkpoint(path: str | Path) -> Path:
     return found
 
 
+def _flatten(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def architecture_differences(ours: ModelConfig, theirs: ModelConfig) -> list[str]:
+    """Settings (other than the sampler's) in which two model configs differ, as
+    ``model.key: ours vs theirs`` lines; empty when weights of one fit the other."""
+    mine = _flatten({k: v for k, v in ours.to_dict().items() if k != "sampler"}, "model.")
+    other = _flatten({k: v for k, v in theirs.to_dict().items() if k != "sampler"}, "model.")
+    return [f"{key}: {mine[key]!r} here, {other.get(key)!r} there"
+            for key in mine if mine[key] != other.get(key)]
+
+
+def initial_weights(spec: str, config: TrainConfig) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights named by ``optim.init_from`` for a fresh run, as float32 tensors, and a
+    description of where they came from.
+
+    ``spec``: a training checkpoint or run folder (its EMA weights), or anything ``--model``
+    accepts (bundled name, model folder or file, the authors' checkpoint, Hub repo id).
+    ConfigError when its architecture differs from ``config.model``.
+    """
+    from diffsep.checkpoint import load_model_files
+    from diffsep.hub import resolve_model
+
+    local = Path(spec).expanduser()
+    if (local / "state.pt").is_file() or (local / CHECKPOINT_DIR).is_dir():
+        checkpoint = _resolve_checkpoint(local)
+        saved, state = read_checkpoint(checkpoint)
+        model_config, weights, origin = saved.model, state["ema"], f"{checkpoint} (EMA)"
+    else:
+        path = resolve_model(spec, config.model.task)
+        model_config, weights = load_model_files(path)
+        origin = str(path)
+    differences = architecture_differences(config.model, model_config)
+    if differences:
+        shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
+        raise ConfigError(
+            f"optim.init_from '{spec}': its model differs from this config's ({shown}); "
+            "set [model] to its config.json values"
+        )
+    return {k: v.float() for k, v in weights.items()}, origin
+
+
 # ---------------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------------
@@ -695,6 +745,15 @@ def _train(
         log.message(f"resumed from {previous} at step {position.step}")
         for change in changes:
             log.message(f"setting changed since the checkpoint: {change}")
+    elif config.optim.init_from:
+        weights, origin = initial_weights(config.optim.init_from, config)
+        try:
+            network.load_state_dict(weights)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"optim.init_from '{config.optim.init_from}': {first}") from None
+        ema = WeightEMA(network, config.optim.ema_decay)
+        log.message(f"initialised from {origin}")
 
     train_model: nn.Module = MixedPrecisionScore(
         network, _autocast_dtype(config, device), device.type
