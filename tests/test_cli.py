@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -176,3 +177,29 @@ def test_threads_option_sets_torch_threads(mixtures: Path, tmp_path: Path,
         assert result.exit_code == 0 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_default_window_is_the_models(mixtures: Path, tmp_path: Path, small_model_dirs) -> None:
+    # the fixture model sets no window: 4 s; a copy whose config sets 1 s uses that instead,
+    # and --segment still overrides it
+    from diffsep.checkpoint import load_model_files, save_model_folder
+    from diffsep.config import model_segment_seconds
+    from diffsep.separator import efficient_window_length
+
+    config, weights = load_model_files(small_model_dirs["sep"])
+    assert config.sampler.segment_seconds is None and model_segment_seconds(config) == 4.0
+    short = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler,
+                                                                    segment_seconds=1.0))
+    folder = save_model_folder(tmp_path / "short", short, weights)
+    assert "- window: 1 s" in (folder / "README.md").read_text()
+    file = mixtures / "sub" / "b.flac"
+    windows = {}
+    for name, model, extra in (("default", small_model_dirs["sep"], []),
+                               ("short", folder, []), ("override", folder, ["--segment", 2])):
+        result = invoke("separate", file, "-o", tmp_path / name, "--model", model, "--steps", 1,
+                        "--json", "-q", *extra)
+        assert result.exit_code == 0, result.output
+        windows[name] = json.loads(result.stdout)["window_samples"]
+    assert windows == {name: efficient_window_length(round(seconds * 8000), config.stft)
+                       for name, seconds in (("default", 4.0), ("short", 1.0), ("override", 2.0))}
+    assert len(set(windows.values())) == 3

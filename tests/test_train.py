@@ -490,7 +490,18 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
     assert latest_checkpoint_name(run) == "step-00000003"
     result = runner.invoke(app, ["export", str(run), str(tmp_path / "model"), "--fp32"])
     assert result.exit_code == 0, result.output
-    assert load_model(tmp_path / "model", device="cpu").config.backbone.nf == backbone.nf
+    exported = load_model(tmp_path / "model", device="cpu").config
+    assert exported.backbone.nf == backbone.nf
+    # the exported model's default window is the training crop, unless the config sets one
+    assert exported.sampler.segment_seconds == 0.1
+    assert "- window: 0.1 s" in (tmp_path / "model" / "README.md").read_text()
+    result = runner.invoke(app, ["train", str(cfg), "--set", f"output.dir={tmp_path / 'win'}",
+                                 "--set", "optim.steps=1", "--set", "valid.every=0",
+                                 "--set", "model.sampler.segment_seconds=0.5"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "win"), str(tmp_path / "win-model")])
+    assert result.exit_code == 0, result.output
+    assert load_model(tmp_path / "win-model", device="cpu").config.sampler.segment_seconds == 0.5
     result = runner.invoke(app, ["train", str(cfg), "--set", "optim.lr=-1"])
     assert result.exit_code == 1 and "optim.lr" in result.output
     # fine-tuning from the exported model folder: a new run starts from its weights

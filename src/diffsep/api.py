@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from diffsep.audio import ChannelMode, parse_channel_mode
+from diffsep.config import model_segment_seconds
 from diffsep.model import DiffSepModel, load_model, sampler_settings
 from diffsep.separator import (
     DEFAULT_OVERLAP,
-    DEFAULT_SEGMENT_SECONDS,
     RunSettings,
     choose_seed,
     plan_windows_for,
@@ -34,7 +34,7 @@ def separate(
     corrector_steps: int | None = None,
     denoise: bool | None = None,
     seed: int | None = None,
-    segment: float = DEFAULT_SEGMENT_SECONDS,
+    segment: float | None = None,
     overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 1,
     channels: ChannelMode | str = "mix",
@@ -42,12 +42,14 @@ def separate(
     """Separate ``waveform`` ((N,) or (C, N), float, ``sample_rate`` Hz) into its sources.
 
     Returns ``(K, N)`` float32 at ``sample_rate`` (``(K, C, N)`` with ``channels='each'``).
-    Sampler settings default to the model's; ``seed`` makes the result reproducible.
+    Sampler settings and the window (``segment``, seconds) default to the model's; ``seed``
+    makes the result reproducible.
     """
     settings = RunSettings(
         sampler=sampler_settings(model.config, steps=steps, snr=snr,
                                  corrector_steps=corrector_steps, denoise=denoise),
-        plan=plan_windows_for(segment, overlap, model.sample_rate, model.config.stft),
+        plan=plan_windows_for(model_segment_seconds(model.config) if segment is None else segment,
+                              overlap, model.sample_rate, model.config.stft),
         seed=choose_seed(seed),
         batch_size=batch_size,
         channel_mode=parse_channel_mode(channels) if isinstance(channels, str) else channels,

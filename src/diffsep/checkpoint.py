@@ -42,6 +42,7 @@ from diffsep.config import (
     SamplerConfig,
     SDEConfig,
     STFTConfig,
+    model_segment_seconds,
 )
 from diffsep.errors import CheckpointError, ConfigError, ModelNotFoundError, OutputError
 
@@ -687,6 +688,7 @@ def model_card(
             f"- sampler: {config.sampler.steps} steps, snr {config.sampler.snr:g}, "
             f"{config.sampler.corrector_steps} corrector step(s), t_eps {config.sampler.t_eps:g}"
         ),
+        f"- window: {model_segment_seconds(config):g} s (the default --segment)",
         f"- network: NCSN++ with nf={config.backbone.nf}",
         "",
     ]

@@ -132,11 +132,12 @@ SeedOpt = Annotated[
                  rich_help_panel=_SAMPLER_HELP),
 ]
 SegmentOpt = Annotated[
-    float,
+    Optional[float],
     typer.Option("--segment", min=0.1,
                  help="Window length in seconds; rounded to the nearest length the network "
-                 "processes without padding (~1 s steps at 8 kHz).",
-                 rich_help_panel=_WINDOW_HELP),
+                 "processes without padding (~1 s steps at 8 kHz). \\[default: the model's "
+                 "window (its training crop), 4 s for models that do not set one]",
+                 show_default=False, rich_help_panel=_WINDOW_HELP),
 ]
 OverlapOpt = Annotated[
     float,
@@ -213,7 +214,7 @@ def separate(
     corrector_steps: CorrectorOpt = None,
     denoise: DenoiseOpt = None,
     seed: SeedOpt = None,
-    segment: SegmentOpt = 4.0,
+    segment: SegmentOpt = None,
     overlap: OverlapOpt = 0.25,
     batch_size: BatchOpt = None,
     device: DeviceOpt = "auto",
@@ -243,7 +244,7 @@ def enhance(
     corrector_steps: CorrectorOpt = None,
     denoise: DenoiseOpt = None,
     seed: SeedOpt = None,
-    segment: SegmentOpt = 4.0,
+    segment: SegmentOpt = None,
     overlap: OverlapOpt = 0.25,
     batch_size: BatchOpt = None,
     device: DeviceOpt = "auto",
@@ -276,6 +277,7 @@ def _run(task: Task, **opts: Any) -> None:
 
 def _run_task(task: Task, opts: dict[str, Any]) -> dict[str, Any]:
     from diffsep.audio import SAMPLE_FORMATS, parse_channel_mode
+    from diffsep.config import model_segment_seconds
     from diffsep.inputs import default_template, discover_inputs, plan_outputs, stem_names
     from diffsep.model import load_model, sampler_settings
     from diffsep.separator import (
@@ -319,8 +321,8 @@ def _run_task(task: Task, opts: dict[str, Any]) -> dict[str, Any]:
     batch_size = opts["batch_size"] or (8 if model.device.type == "cuda" else 1)
     settings = RunSettings(
         sampler=sampler,
-        plan=plan_windows_for(opts["segment"], opts["overlap"], model.sample_rate,
-                              model.config.stft),
+        plan=plan_windows_for(opts["segment"] or model_segment_seconds(model.config),
+                              opts["overlap"], model.sample_rate, model.config.stft),
         seed=choose_seed(opts["seed"]),
         batch_size=batch_size,
         channel_mode=channel_mode,

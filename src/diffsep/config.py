@@ -16,6 +16,8 @@ Task = Literal["separation", "enhancement"]
 SDEKind = Literal["mix", "prior_mix"]
 
 FORMAT_VERSION = 1
+DEFAULT_SEGMENT_SECONDS = 4.0
+"""Inference window (seconds) of a model whose config does not set one."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,19 @@ class SDEConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Default predictor-corrector settings used at inference."""
+    """Default predictor-corrector settings used at inference.
+
+    ``segment_seconds``: the default window (``--segment``) in seconds; ``None`` means
+    :data:`DEFAULT_SEGMENT_SECONDS`;
+    ``diffsep export`` fills in the run's training crop, the length the network has seen.
+    """
 
     steps: int = 30
     snr: float = 0.5
     corrector_steps: int = 1
     denoise: bool = True
     t_eps: float = 0.03
+    segment_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,12 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
         return _build(cls, data, "config")
+
+
+def model_segment_seconds(config: ModelConfig) -> float:
+    """The model's default window in seconds: ``sampler.segment_seconds``, else 4 s."""
+    chosen = config.sampler.segment_seconds
+    return DEFAULT_SEGMENT_SECONDS if chosen is None else float(chosen)
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

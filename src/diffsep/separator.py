@@ -42,7 +42,6 @@ from diffsep.config import SamplerConfig, STFTConfig
 from diffsep.errors import AudioError, ConfigError, DiffsepError
 from diffsep.model import DiffSepModel, sample_windows
 
-DEFAULT_SEGMENT_SECONDS = 4.0
 DEFAULT_OVERLAP = 0.25
 MAX_SEED = 2**31 - 1
 

@@ -485,6 +485,14 @@ def training_card(
     return model_card(config.model, title=config.output.title or None, description=description)
 
 
+def with_default_window(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``model.sampler.segment_seconds`` set to the training crop if unset."""
+    if config.model.sampler.segment_seconds is not None:
+        return config
+    sampler = replace(config.model.sampler, segment_seconds=config.optim.segment_seconds)
+    return replace(config, model=replace(config.model, sampler=sampler))
+
+
 def export_model(
     checkpoint: str | Path,
     out: str | Path,
@@ -496,11 +504,13 @@ def export_model(
 ) -> Path:
     """Write a diffsep model folder (config.json, model.safetensors, README.md) from a training
     checkpoint (or a run folder: its newest checkpoint). ``dtype`` defaults to the run's
-    ``output.export_dtype``; ``use_ema=False`` exports the raw weights instead of the EMA."""
+    ``output.export_dtype``; ``use_ema=False`` exports the raw weights instead of the EMA.
+    The model's default window is the training crop unless the config sets one."""
     from diffsep.checkpoint import save_model_folder
 
     path = _resolve_checkpoint(checkpoint)
     config, state = read_checkpoint(path)
+    config = with_default_window(config)
     weights = state["ema"] if use_ema else state["model"]
     build_model(config.model, weights, "cpu", source=str(path))  # refuses weights that do not fit
     name = dtype or config.output.export_dtype
