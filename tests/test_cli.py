@@ -133,6 +133,13 @@ def test_bad_inputs_each_get_one_line_and_others_still_run(tmp_path: Path,
     assert (out / "s2" / "good.wav").exists()
     assert not (out / "s1" / "nan.wav").exists() and not (out / "s1" / "notes.wav").exists()
     assert not [p for p in out.rglob(".*")]
+    # without -q (stderr not a terminal): a one-line header, one line per file, no blank lines
+    result = invoke("separate", folder, "-o", tmp_path / "loud", "--model",
+                    small_model_dirs["sep"], "--steps", 2)
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 1 and "" not in lines, lines
+    assert lines[0].startswith("separation of 6 file(s) with") and lines[0].endswith(")")
+    assert len(lines) == 1 + 2 + 4 + 1  # header, two outputs, four errors, silent warning
 
 
 def test_missing_path_and_folder_without_audio(tmp_path: Path, small_model_dirs) -> None:

@@ -349,7 +349,7 @@ def _run_task(task: Task, opts: dict[str, Any]) -> dict[str, Any]:
         stderr.print(
             f"{task.value} of {len(tasks)} file(s) with {model.source} "
             f"({model.config.sample_rate} Hz, {sampler.steps} steps, device {model.device}, "
-            f"seed {settings.seed})"
+            f"seed {settings.seed})", soft_wrap=True, markup=False,
         )
     failures: list[Any] = []
     reporter = _ProgressReporter(stderr, quiet, model.sample_rate, settings)
@@ -411,7 +411,7 @@ class _ProgressReporter:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
-            disable=quiet,
+            disable=quiet or not console.is_terminal,  # no bars (or blank lines) in logs
             transient=True,
         )
         self.windows_task = self.progress.add_task("windows", total=None)
