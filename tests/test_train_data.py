@@ -219,6 +219,30 @@ def test_dynamic_separation_items(tmp_path):
         assert float(mix.abs().max()) <= 0.99 + 1e-6
 
 
+def test_dynamic_mixing_skips_files_that_vanish_or_break(tmp_path):
+    make_speech_folder(tmp_path / "speech")
+    make_noise_folder(tmp_path / "noise")
+    sep = DynamicMixingDataset(tmp_path / "speech", sample_rate=8000, segment_seconds=0.5,
+                               epoch_length=12, seed=3)
+    enh = DynamicMixingDataset(tmp_path / "speech", tmp_path / "noise", task="enhancement",
+                               sample_rate=8000, segment_seconds=0.5, epoch_length=12, seed=3)
+    first = sorted(SPEAKER_FREQS)[0]
+    (tmp_path / "speech" / first / "00.wav").unlink()  # removed while the run goes on
+    (tmp_path / "noise" / "white.wav").write_text("truncated by a rebuild")
+    with pytest.warns(RuntimeWarning, match="skipping this file"):
+        sep_items = [sep[i] for i in range(len(sep))] + [enh[i] for i in range(len(enh))]
+    for mix, sources in sep_items:
+        torch.testing.assert_close(sources.sum(0), mix[0], atol=1e-6, rtol=0)
+        assert bool(torch.isfinite(sources).all()) and float(sources.abs().max()) > 0
+    assert {p.name for p in sep._unreadable} == {"00.wav"}
+    assert {p.name for p in enh._unreadable} >= {"white.wav"}
+    # a speaker with no readable file left is a clear error (a restart re-indexes the corpus)
+    (tmp_path / "speech" / first / "01.wav").unlink()
+    with pytest.raises(AudioError, match=f"{first}: no readable audio left"), \
+            pytest.warns(RuntimeWarning, match="01.wav"):
+        sep._speech_window(sep.speakers.index(first), np.random.default_rng(0))
+
+
 def test_dynamic_gains_and_level_follow_their_ranges(tmp_path):
     make_speech_folder(tmp_path / "speech")
     ds = DynamicMixingDataset(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -501,6 +502,7 @@ class DynamicMixingDataset(Dataset):
         self.epoch_length = int(epoch_length)
         self.seed = _check_seed(seed)
         self.epoch = 0
+        self._unreadable: set[Path] = set()  # files that failed to read (skipped, warned once)
 
         index = _speech_index(Path(speech), split)
         self.speakers = sorted(index)
@@ -521,27 +523,41 @@ class DynamicMixingDataset(Dataset):
     def __len__(self) -> int:
         return self.epoch_length
 
-    def _speech_window(self, speaker: int, rng: np.random.Generator) -> np.ndarray:
-        """(segment,) float64 with non-zero power (retries other utterances/windows)."""
-        files = self.utterances[speaker]
+    def _draw_window(
+        self, files: Sequence[Path], fit: Any, rng: np.random.Generator, what: str
+    ) -> np.ndarray:
+        """(segment,) float64 with non-zero power from a random file of ``files``, shaped by
+        ``fit(x, segment, rng)`` when short. Silent draws are retried (8 tries); a file that
+        can no longer be read (moved, deleted, corrupted) is skipped from then on with one
+        warning, so a long run survives changes to its corpus."""
+        last_error: AudioError | None = None
         for _ in range(8):
             path = files[int(rng.integers(len(files)))]
-            x = read_window(path, self.sample_rate, self.segment, rng)
+            if path in self._unreadable:
+                continue
+            try:
+                x = read_window(path, self.sample_rate, self.segment, rng)
+            except AudioError as err:
+                self._unreadable.add(path)
+                warnings.warn(f"{err}; skipping this file", RuntimeWarning, stacklevel=3)
+                last_error = err
+                continue
             if len(x) < self.segment:
-                x = place_in_zeros(x, self.segment, rng)
+                x = fit(x, self.segment, rng)
             if power(x) > _EPS:
                 return x
-        raise AudioError(f"{self.speakers[speaker]}: only silent utterances were drawn")
+        if last_error is not None or all(path in self._unreadable for path in files):
+            raise AudioError(f"{what}: no readable audio left to draw from") from last_error
+        raise AudioError(f"{what}: only silent audio was drawn")
+
+    def _speech_window(self, speaker: int, rng: np.random.Generator) -> np.ndarray:
+        """(segment,) float64 speech of ``speaker`` (short utterances zero-padded)."""
+        return self._draw_window(self.utterances[speaker], place_in_zeros, rng,
+                                 str(self.speakers[speaker]))
 
     def _noise_window(self, rng: np.random.Generator) -> np.ndarray:
-        for _ in range(8):
-            path = self.noises[int(rng.integers(len(self.noises)))]
-            x = read_window(path, self.sample_rate, self.segment, rng)
-            if len(x) < self.segment:
-                x = tile_to(x, self.segment, rng)
-            if power(x) > _EPS:
-                return x
-        raise AudioError("only silent noise files were drawn")
+        """(segment,) float64 noise (short files looped)."""
+        return self._draw_window(self.noises, tile_to, rng, "noise")
 
     def __getitem__(self, index: int) -> Item:
         if not 0 <= index < self.epoch_length:
