@@ -140,12 +140,33 @@ def test_offline_without_cache_says_how_to_get_the_model(fake_hub, cache, monkey
 
 def test_unreachable_hub_without_cache(fake_hub, cache, monkeypatch):
     fake_hub.stop()
-    # skip huggingface_hub's retry back-off
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    waits: list[float] = []  # huggingface_hub's retry back-off would sleep here
+    monkeypatch.setattr(time, "sleep", waits.append)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(ModelNotFoundError, match="cannot be reached") as err:
         resolve_model("someone/model@v1", "separation")
     assert "'someone/model@v1'" in str(err.value)
     assert "hf download someone/model --revision v1" in str(err.value)
+    assert "cannot connect to 127.0.0.1" in str(err.value) and waits == []
+    # a host that cannot exist (RFC 2606): no lookup retries either
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")
+    with pytest.raises(ModelNotFoundError, match="cannot resolve hub.invalid"):
+        resolve_model("someone/model", "separation")
+    assert waits == [] and fake_hub.requests == []
+
+
+def test_endpoint_probe_defers_to_a_proxy(monkeypatch):
+    from diffsep.hub import endpoint_unreachable
+
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    assert endpoint_unreachable("http://hub.invalid") is None  # only a real request can tell
+    monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.delenv("http_proxy", raising=False)
+    assert endpoint_unreachable("http://hub.invalid") == "cannot resolve hub.invalid"
 
 
 def test_revisions(fake_hub, cache, our_files):

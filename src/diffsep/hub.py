@@ -10,7 +10,9 @@ folder that :func:`diffsep.checkpoint.load_model_files` reads:
   diffsep format gives ``config.json`` + ``model.safetensors`` (+ ``README.md``); the authors'
   repo ``fakufaku/diffsep`` gives ``checkpoint.pt``. The cache is tried first, so a model
   downloaded once needs no network. ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` and
-  ``HF_HUB_CACHE`` are read when called (not only when huggingface_hub was imported).
+  ``HF_HUB_CACHE`` are read when called (not only when huggingface_hub was imported). An
+  endpoint that cannot be resolved or connected to is reported at once, without
+  huggingface_hub's ~25 s of retries (see :func:`endpoint_unreachable`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from __future__ import annotations
 import importlib.resources
 import os
 import re
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,6 +300,40 @@ def _unavailable(
     )
 
 
+def endpoint_unreachable(endpoint: str | None, timeout: float = 5.0) -> str | None:
+    """Why the Hub ``endpoint`` (default https://huggingface.co) cannot be reached, found with one
+    name lookup and one TCP connection (at most ``timeout`` s), or None when it can be.
+
+    huggingface_hub retries a failed request with back-off (~25 s in all); without DNS or a
+    route there is no point. Behind a proxy only a real request can tell, so this says None.
+    """
+    url = urllib.parse.urlsplit(endpoint or "https://huggingface.co")
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()
+    if (proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"cannot resolve {host}"
+    except OSError as err:
+        return f"cannot connect to {host}:{port}: {err.strerror or err}"
+
+
+def _unreachable(
+    repo_id: str, revision: str | None, detail: str, settings: _HubSettings
+) -> ModelNotFoundError:
+    return _unavailable(
+        repo_id,
+        revision,
+        f"the Hub ({settings.endpoint or 'huggingface.co'}) cannot be reached ({detail}); "
+        "set HF_HUB_OFFLINE=1 to skip the attempt",
+        settings,
+    )
+
+
 def download_model(
     repo_id: str,
     revision: str | None = None,
@@ -308,6 +347,9 @@ def download_model(
         return cached
     if settings.offline:
         raise _unavailable(repo_id, revision, "downloads are disabled (HF_HUB_OFFLINE=1)", settings)
+    reason = endpoint_unreachable(settings.endpoint)
+    if reason is not None:
+        raise _unreachable(repo_id, revision, reason, settings)
     return _download(repo_id, revision, settings, on_progress)
 
 
@@ -371,14 +413,8 @@ def _download(
     except errors.LocalEntryNotFoundError as err:
         # raised when the Hub cannot be reached and nothing is cached
         cause = err.__cause__ or err.__context__
-        detail = f" ({type(cause).__name__})" if cause is not None else ""
-        raise _unavailable(
-            repo_id,
-            revision,
-            f"the Hub ({settings.endpoint or 'huggingface.co'}) cannot be reached{detail}; "
-            "set HF_HUB_OFFLINE=1 to skip the attempt",
-            settings,
-        ) from None
+        detail = type(cause).__name__ if cause is not None else "no response"
+        raise _unreachable(repo_id, revision, detail, settings) from None
     except errors.OfflineModeIsEnabled:
         raise _unavailable(
             repo_id, revision, "downloads are disabled (HF_HUB_OFFLINE=1)", settings
