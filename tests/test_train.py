@@ -414,6 +414,28 @@ def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
         export_model(tmp_path, tmp_path / "nothing")
 
 
+def test_stop_request_cancels_a_validation_under_way(tmp_path: Path) -> None:
+    import signal
+
+    from diffsep.train.loop import TrainHooks, latest_checkpoint, train
+
+    torch.set_num_threads(1)
+    config = _tiny_config(tmp_path, "stopped", steps=6)
+
+    def stop_after_step_3(info) -> None:
+        if info.step == 3:  # a validation is due before step 4; SIGTERM arrives first
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    result = train(config, device="cpu", hooks=TrainHooks(on_step=stop_after_step_3))
+    assert result.status == "interrupted" and result.step == 3
+    assert latest_checkpoint(config.output.dir).name == "step-00000003"
+    run = Path(config.output.dir)
+    assert "validation at step 3 cancelled: stop requested" in (run / "train.log").read_text()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not [r for r in records if r["kind"] == "valid"]
+    assert not (run / "export").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

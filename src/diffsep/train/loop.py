@@ -13,7 +13,7 @@ Run folder (``config.output.dir``)::
 
 A run restarts from its newest checkpoint (same step, optimizer state, data position and
 noise stream), so an interrupted run continues as if it had not stopped. SIGINT / SIGTERM
-finish the current step, write a checkpoint and return.
+finish the current step (cancelling a validation under way), write a checkpoint and return.
 
 Multi-process training uses PyTorch DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1 in
 the environment): NCCL on GPUs, gloo on CPUs. Every rank sees a different shard of each epoch
@@ -561,9 +561,11 @@ def validate(
     mixes: torch.Tensor,
     refs: torch.Tensor,
     device: torch.device,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Separate ``mixes`` (B, 1, W) with the EMA weights; mean SI-SDR and SI-SDRi in dB against
-    ``refs`` (B, K, W) (best permutation for separation; the speech, source 0, for enhancement)."""
+    ``refs`` (B, K, W) (best permutation for separation; the speech, source 0, for enhancement).
+    ``on_step(step, steps)`` is called after each sampler step (it may raise to cancel)."""
     from diffsep.metrics import pit_si_sdr, si_sdr
 
     model = build_model(config.model, ema_weights, device, source="EMA weights")
@@ -573,7 +575,7 @@ def validate(
         corrector_steps=config.valid.corrector_steps,
     )
     seeds = [config.valid.seed + i for i in range(mixes.shape[0])]
-    est = sample_windows(model, mixes, seeds, settings).numpy()
+    est = sample_windows(model, mixes, seeds, settings, on_step=on_step).numpy()
     mix_np, ref_np = mixes.numpy()[:, 0], refs.numpy()
     scores, improvements = [], []
     for b in range(mixes.shape[0]):
@@ -593,6 +595,10 @@ def validate(
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
+
+
+class _ValidationCancelled(Exception):
+    """A stop was requested while validating: the run stops without finishing it."""
 
 
 class _StopRequest:
@@ -830,7 +836,17 @@ def _train(
             return
         if valid_items is not None:
             start = time.monotonic()
-            last_validation = validate(config, ema.state_dict(), *valid_items, device)
+
+            def cancel_on_stop(step: int, steps: int) -> None:
+                if stop.requested:
+                    raise _ValidationCancelled
+
+            try:
+                last_validation = validate(config, ema.state_dict(), *valid_items, device,
+                                           on_step=cancel_on_stop)
+            except _ValidationCancelled:
+                log.message(f"validation at step {position.step} cancelled: stop requested")
+                return
             log.metrics({"kind": "valid", "step": position.step, **last_validation})
             shown = ", ".join(f"{k} {v:.2f} dB" for k, v in last_validation.items())
             log.message(
