@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -524,7 +524,11 @@ class DynamicMixingDataset(Dataset):
         return self.epoch_length
 
     def _draw_window(
-        self, files: Sequence[Path], fit: Any, rng: np.random.Generator, what: str
+        self,
+        files: Sequence[Path],
+        fit: Callable[[np.ndarray, int, np.random.Generator], np.ndarray],
+        rng: np.random.Generator,
+        what: str,
     ) -> np.ndarray:
         """(segment,) float64 with non-zero power from a random file of ``files``, shaped by
         ``fit(x, segment, rng)`` when short. Silent draws are retried (8 tries); a file that
@@ -546,9 +550,9 @@ class DynamicMixingDataset(Dataset):
                 x = fit(x, self.segment, rng)
             if power(x) > _EPS:
                 return x
-        if last_error is not None or all(path in self._unreadable for path in files):
+        if all(path in self._unreadable for path in files):
             raise AudioError(f"{what}: no readable audio left to draw from") from last_error
-        raise AudioError(f"{what}: only silent audio was drawn")
+        raise AudioError(f"{what}: only silent or unreadable audio was drawn (8 tries)")
 
     def _speech_window(self, speaker: int, rng: np.random.Generator) -> np.ndarray:
         """(segment,) float64 speech of ``speaker`` (short utterances zero-padded)."""
