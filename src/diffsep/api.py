@@ -11,13 +11,12 @@ import numpy as np
 import torch
 
 from diffsep.audio import ChannelMode, parse_channel_mode
-from diffsep.config import model_segment_seconds
 from diffsep.model import DiffSepModel, load_model, sampler_settings
 from diffsep.separator import (
     DEFAULT_OVERLAP,
     RunSettings,
     choose_seed,
-    plan_windows_for,
+    model_window_plan,
     separate_array,
 )
 
@@ -48,8 +47,7 @@ def separate(
     settings = RunSettings(
         sampler=sampler_settings(model.config, steps=steps, snr=snr,
                                  corrector_steps=corrector_steps, denoise=denoise),
-        plan=plan_windows_for(model_segment_seconds(model.config) if segment is None else segment,
-                              overlap, model.sample_rate, model.config.stft),
+        plan=model_window_plan(model.config, segment, overlap),
         seed=choose_seed(seed),
         batch_size=batch_size,
         channel_mode=parse_channel_mode(channels) if isinstance(channels, str) else channels,

@@ -277,7 +277,6 @@ def _run(task: Task, **opts: Any) -> None:
 
 def _run_task(task: Task, opts: dict[str, Any]) -> dict[str, Any]:
     from diffsep.audio import SAMPLE_FORMATS, parse_channel_mode
-    from diffsep.config import model_segment_seconds
     from diffsep.inputs import default_template, discover_inputs, plan_outputs, stem_names
     from diffsep.model import load_model, sampler_settings
     from diffsep.separator import (
@@ -286,7 +285,7 @@ def _run_task(task: Task, opts: dict[str, Any]) -> dict[str, Any]:
         RunSettings,
         choose_seed,
         file_jobs,
-        plan_windows_for,
+        model_window_plan,
         run_jobs,
     )
 
@@ -321,8 +320,7 @@ def _run_task(task: Task, opts: dict[str, Any]) -> dict[str, Any]:
     batch_size = opts["batch_size"] or (8 if model.device.type == "cuda" else 1)
     settings = RunSettings(
         sampler=sampler,
-        plan=plan_windows_for(opts["segment"] or model_segment_seconds(model.config),
-                              opts["overlap"], model.sample_rate, model.config.stft),
+        plan=model_window_plan(model.config, opts["segment"], opts["overlap"]),
         seed=choose_seed(opts["seed"]),
         batch_size=batch_size,
         channel_mode=channel_mode,

@@ -38,7 +38,7 @@ from diffsep.audio import (
     stream_model_audio,
 )
 from diffsep.chunking import StreamingOverlapAdd, StreamingWindower, Window
-from diffsep.config import SamplerConfig, STFTConfig
+from diffsep.config import ModelConfig, SamplerConfig, STFTConfig, model_segment_seconds
 from diffsep.errors import AudioError, ConfigError, DiffsepError
 from diffsep.model import DiffSepModel, sample_windows
 
@@ -79,6 +79,12 @@ def plan_windows_for(
     window = efficient_window_length(round(segment_seconds * sample_rate), stft)
     hop = max(1, window - round(overlap * window))
     return WindowPlan(window, hop)
+
+
+def model_window_plan(config: ModelConfig, segment: float | None, overlap: float) -> WindowPlan:
+    """Windows for a model: ``segment`` seconds, or the model's own window when None."""
+    seconds = model_segment_seconds(config) if segment is None else segment
+    return plan_windows_for(seconds, overlap, config.sample_rate, config.stft)
 
 
 def choose_seed(seed: int | None) -> int:
