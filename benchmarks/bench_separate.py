@@ -39,7 +39,7 @@ def _one_run(args: argparse.Namespace) -> dict:
         OutputSpec,
         RunSettings,
         file_jobs,
-        plan_windows_for,
+        model_window_plan,
         run_jobs,
     )
 
@@ -66,7 +66,7 @@ def _one_run(args: argparse.Namespace) -> dict:
         task = FileTask(path, OutputSpec(paths, sources, rate, int(args.length * rate)))
         settings = RunSettings(
             sampler=sampler_settings(model.config, steps=args.steps),
-            plan=plan_windows_for(args.segment, 0.25, rate, model.config.stft),
+            plan=model_window_plan(model.config, args.segment, 0.25),
             seed=0,
             batch_size=args.batch_size,
         )
@@ -112,7 +112,8 @@ def main() -> None:
     parser.add_argument("--lengths", default="10,30,120", help="file lengths in seconds")
     parser.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (model default)")
-    parser.add_argument("--segment", type=float, default=4.0)
+    parser.add_argument("--segment", type=float, default=None,
+                        help="window in seconds (default: the model's own window)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -132,7 +133,9 @@ def main() -> None:
         for length in (float(x) for x in args.lengths.split(",")):
             command = [sys.executable, __file__, "--one", "--length", str(length),
                        "--batch-size", str(batch), "--task", args.task, "--device", args.device,
-                       "--segment", str(args.segment), "--threads", str(args.threads)]
+                       "--threads", str(args.threads)]
+            if args.segment:
+                command += ["--segment", str(args.segment)]
             if args.model:
                 command += ["--model", args.model]
             if args.steps:
