@@ -598,6 +598,18 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None
     assert "resumed from" in (Path(config.output.dir) / "train.log").read_text()
 
 
+def test_loader_worker_processes_draw_the_same_batches(tmp_path: Path) -> None:
+    # GPU runs read and mix audio in `data.num_workers` spawned processes: the items depend on
+    # (seed, epoch, index) only, so the run is the same as with in-process loading
+    torch.set_num_threads(1)
+    in_process, _ = _losses(_tiny_config(tmp_path, "workers-0"))
+    config = _tiny_config(tmp_path, "workers-2")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=2))
+    with_workers, result = _losses(config)
+    assert result.status == "finished" and len(with_workers) == 4
+    assert with_workers == in_process
+
+
 def test_enhancement_run(tmp_path: Path) -> None:
     from diffsep.model import load_model
 
