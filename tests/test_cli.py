@@ -172,6 +172,13 @@ def test_convert_then_models_listing(tmp_path: Path) -> None:
     assert result.exit_code == 0
     names = {row["name"] for row in json.loads(result.stdout)}
     assert {"diffsep-sep-8k", "diffsep-enh-16k"} <= names
+    result = invoke("models")  # the table, then one line per model: what it is, where its card is
+    assert result.exit_code == 0
+    for row in json.loads(invoke("models", "--json").stdout):
+        line = next(x for x in result.stdout.splitlines() if x.startswith(row["name"] + ": "))
+        assert row["description"] in line
+        if row["source"] == "bundled":
+            assert line.endswith(f"card: {Path(row['location']) / 'README.md'}")
 
 
 def test_threads_option_sets_torch_threads(mixtures: Path, tmp_path: Path,

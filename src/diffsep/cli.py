@@ -482,7 +482,14 @@ def models_(
     for row in rows:
         table.add_row(row["name"], row["task"], str(row["sample_rate"]), row["source"],
                       "yes" if row["default"] else "", "yes" if row["location"] else "no")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print()
+    for row in rows:
+        card = Path(row["location"] or "") / "README.md"
+        where = f"; card: {card}" if row["location"] and card.is_file() else ""
+        console.print(f"{row['name']}: {row['description']}{where}", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()

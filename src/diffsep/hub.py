@@ -76,10 +76,12 @@ class HubModel:
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
     "diffsep-sep-8k": BundledModel(
-        "sep-8k", "separation", 8000, "2-speaker separation, 8 kHz (default for separation)"
+        "sep-8k", "separation", 8000,
+        "small CPU-trained network: does not separate well yet",
     ),
     "diffsep-enh-16k": BundledModel(
-        "enh-16k", "enhancement", 16000, "speech enhancement, 16 kHz (default for enhancement)"
+        "enh-16k", "enhancement", 16000,
+        "small CPU-trained network: removes only some of the noise",
     ),
 }
 
@@ -90,7 +92,7 @@ HUB_MODELS: dict[str, HubModel] = {
         "separation",
         8000,
         (AUTHORS_CHECKPOINT_NAME,),
-        "the authors' WSJ0-2mix model (ICASSP 2023), downloaded on first use",
+        "the authors' WSJ0-2mix model (ICASSP 2023), downloaded once",
     ),
 }
 
@@ -134,9 +136,9 @@ def _require_bundled(name: str) -> Path:
     if folder is None:
         entry = BUNDLED_MODELS[name]
         raise ModelNotFoundError(
-            f"bundled model '{name}' ({entry.description}) is not installed with this copy of "
-            "diffsep; pass --model with a model folder, a .ckpt file or a Hugging Face repo id "
-            "(e.g. --model fakufaku/diffsep for separation)"
+            f"bundled model '{name}' ({entry.task}, {entry.sample_rate} Hz) is not installed "
+            "with this copy of diffsep; pass --model with a model folder, a .ckpt file or a "
+            "Hugging Face repo id (e.g. --model fakufaku/diffsep for separation)"
         )
     return folder
 
