@@ -258,6 +258,43 @@ def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
     )
 
 
+def test_yaml_config_reads_like_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        '[model]\ntask = "enhancement"\nsample_rate = 16000\n'
+        "[model.backbone]\nnf = 32\nch_mult = [1, 2, 2]\n"
+        '[data]\ntrain = "speech"\nnoise = "noise"\nsnr_range = [0, 10]\n'
+        "[optim]\nlr = 1e-3\nbatch_size = 2\nema_decay = 0.999\n"
+        '[output]\ndir = "runs/x"\n'
+    )
+    yaml_text = (
+        "model:\n  task: enhancement\n  sample_rate: 16000\n"
+        "  backbone: {nf: 32, ch_mult: [1, 2, 2]}\n"
+        "data:\n  train: speech\n  noise: noise\n  snr_range: [0, 10]\n"
+        "optim:\n  lr: 1e-3          # YAML 1.1 would read this as a string\n"
+        "  batch_size: 2\n  ema_decay: .999\n"
+        "output:\n  dir: runs/x\n"
+    )
+    for name in ("run.yaml", "run.YML"):
+        (tmp_path / name).write_text(yaml_text)
+        config = load_train_config(tmp_path / name, ["optim.steps=7"])
+        assert config == load_train_config(toml, ["optim.steps=7"])
+        assert config.optim.lr == 1e-3 and config.data.train == str(tmp_path / "speech")
+    (tmp_path / "empty.yaml").write_text("# nothing set\n")
+    assert load_train_config(tmp_path / "empty.yaml") == load_train_config(None)
+    (tmp_path / "list.yaml").write_text("- model\n- data\n")
+    with pytest.raises(ConfigError, match=r"list.yaml: a YAML config must be a mapping"):
+        load_train_config(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("optim:\n  lr: [1e-3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid YAML") as err:
+        load_train_config(tmp_path / "bad.yaml")
+    assert "\n" not in str(err.value)
+    # plain data only: no Python objects from a config file
+    (tmp_path / "object.yaml").write_text("optim: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_train_config(tmp_path / "object.yaml")
+
+
 def test_recipes_load() -> None:
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     for name in ("train-sep-8k.toml", "train-enh-16k.toml"):
@@ -526,6 +563,8 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
     assert load_model(tmp_path / "win-model", device="cpu").config.sampler.segment_seconds == 0.5
     result = runner.invoke(app, ["train", str(cfg), "--set", "optim.lr=-1"])
     assert result.exit_code == 1 and "optim.lr" in result.output
+    result = runner.invoke(app, ["train", "--set", f"output.dir={tmp_path / 'none'}"])
+    assert result.exit_code == 1 and "--set data.train=PATH" in result.output
     # fine-tuning from the exported model folder: a new run starts from its weights
     result = runner.invoke(app, ["train", str(cfg), "--set", f"output.dir={tmp_path / 'tuned'}", "--set",
                                  "optim.steps=1", "--init-from", str(tmp_path / "model")])

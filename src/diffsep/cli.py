@@ -701,8 +701,9 @@ def _eval_table(plan: Any, settings: Any, summary: dict[str, Any], num_files: in
 @app.command()
 def train(
     config: Annotated[Optional[Path], typer.Argument(
-        help="TOML training config (see recipes/train-*.toml). Relative paths in it resolve "
-        "against its folder.", show_default=False)] = None,
+        help="Training config, TOML or YAML (.yaml/.yml); see recipes/train-*.toml. "
+        "Relative paths in it resolve against its folder. Without one, the defaults and "
+        "--set values make the config.", show_default=False)] = None,
     overrides: Annotated[Optional[list[str]], typer.Option(
         "--set", "-s", show_default=False,
         help="Override a config value, e.g. --set optim.lr=1e-4 --set output.dir=runs/x "

@@ -1,4 +1,5 @@
-"""Training configuration: frozen dataclasses read from TOML, with ``key.sub=value`` overrides.
+"""Training configuration: frozen dataclasses read from TOML or YAML, with ``key.sub=value``
+overrides.
 
 A run is fully described by a :class:`TrainConfig`; it is written as JSON into every training
 checkpoint and beside the log, so a checkpoint can always be traced back to its settings.
@@ -12,8 +13,9 @@ TOML layout (every table and key is optional; unknown keys are errors)::
     [valid]            # periodic separation of a few validation mixtures
     [output]           # run folder, checkpoint/export cadence
 
-Relative paths in ``[data]`` and ``[output]`` are resolved against the TOML file's folder by
-:func:`load_train_config`, so a recipe works from any working directory.
+A ``.yaml`` / ``.yml`` file holds the same tables as nested mappings (``model: {backbone:
+{nf: 16}}``). Relative paths in ``[data]`` and ``[output]`` are resolved against the config
+file's folder by :func:`load_train_config`, so a recipe works from any working directory.
 """
 
 from __future__ import annotations
@@ -256,6 +258,57 @@ def _toml_module() -> Any:
     return tomllib
 
 
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+# YAML 1.1 (PyYAML) reads ``1e-4`` as a string; YAML 1.2 and TOML read it as a number.
+_YAML_FLOAT = r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+|\.[0-9_]+(?:[eE][-+][0-9]+)?
+|[-+]?\.(?:inf|Inf|INF)
+|\.(?:nan|NaN|NAN))$"""
+
+
+def _parse_yaml(text: str) -> Any:
+    """YAML text -> Python objects, safely (plain data only), with YAML 1.2 floats."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(_YAML_FLOAT, re.X), list("-+0123456789.")
+    )
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _parse_config_text(text: str, path: Path) -> dict[str, Any]:
+    """The tables of a TOML or (by suffix) YAML config file; ConfigError naming the file."""
+    if path.suffix.lower() in _YAML_SUFFIXES:
+        try:
+            data = _parse_yaml(text)
+        except Exception as err:  # noqa: BLE001 (yaml.YAMLError)
+            detail = " ".join(str(err).split())
+            raise ConfigError(f"{path}: invalid YAML ({detail})") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{path}: a YAML config must be a mapping of tables (model:, data:, optim:, "
+                f"...), not a {type(data).__name__}"
+            )
+        return data
+    try:
+        return _toml_module().loads(text)
+    except Exception as err:  # noqa: BLE001 (TOMLDecodeError)
+        raise ConfigError(f"{path}: invalid TOML ({err})") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optim.lr=1e-4"`` -> ``(["optim", "lr"], 1e-4)``.
 
@@ -312,7 +365,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def load_train_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
-    """Read a TOML config (or start from the defaults with ``path=None``), apply overrides.
+    """Read a TOML or YAML (``.yaml``/``.yml``) config, or start from the defaults with
+    ``path=None``; apply overrides.
 
     Relative paths in the file resolve against its folder; relative paths given as overrides
     resolve against the current directory.
@@ -324,11 +378,7 @@ def load_train_config(path: str | Path | None, overrides: typing.Sequence[str] =
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
-        try:
-            data = _toml_module().loads(text)
-        except Exception as err:  # noqa: BLE001 (TOMLDecodeError)
-            raise ConfigError(f"{path}: invalid TOML ({err})") from None
-        data = _resolve_paths(data, path.resolve().parent)
+        data = _resolve_paths(_parse_config_text(text, path), path.resolve().parent)
     data = _resolve_paths(apply_overrides(data, overrides), Path.cwd())
     where = str(path) if path is not None else "config"
     try:

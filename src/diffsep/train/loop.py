@@ -158,7 +158,10 @@ def build_train_dataset(config: TrainConfig) -> Dataset:
 
     data, model, seg = config.data, config.model, config.optim.segment_seconds
     if not data.train:
-        raise ConfigError("data.train is empty: set the training data folder")
+        raise ConfigError(
+            "data.train is empty: set the training data folder in the config's [data] table "
+            "or with --set data.train=PATH"
+        )
     if data.kind == "dynamic":
         enhancement = model.task == "enhancement"
         return DynamicMixingDataset(
