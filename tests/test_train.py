@@ -295,6 +295,64 @@ def test_yaml_config_reads_like_toml(tmp_path: Path) -> None:
         load_train_config(tmp_path / "object.yaml")
 
 
+def _write_group(root: Path, name: str, signals: dict[str, np.ndarray]) -> None:
+    for folder, x in signals.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        sf.write(root / folder / name, x, RATE, subtype="FLOAT")
+
+
+def test_dataset_folder_names_from_the_config(tmp_path: Path) -> None:
+    from diffsep.errors import AudioError
+    from diffsep.train.loop import build_train_dataset, build_valid_dataset
+
+    rng = np.random.default_rng(0)
+    libri = tmp_path / "Libri2Mix" / "wav8k" / "min" / "train-360"  # LibriMix's own layout
+    for name in ("a.wav", "b.wav"):
+        s1, s2, noise = (0.1 * rng.standard_normal((3, RATE))).astype(np.float32)
+        _write_group(libri, name, {"s1": s1, "s2": s2, "noise": noise, "mix_clean": s1 + s2,
+                                   "mix_both": s1 + s2 + noise})
+    base = TrainConfig(
+        data=DataConfig(kind="mixture_folder", train=str(libri), valid=str(libri)),
+        optim=OptimConfig(segment_seconds=0.1),
+        valid=ValidConfig(seconds=0.2),
+    )
+    with pytest.raises(AudioError, match=r"folder missing .*found mix_both, mix_clean, noise"):
+        build_train_dataset(base)
+
+    clean = dataclasses.replace(base, data=dataclasses.replace(base.data, mix_dir="mix_clean"))
+    mix, sources = build_train_dataset(clean)[0]
+    assert sources.shape == (2, 800) and torch.allclose(sources.sum(0), mix[0], atol=1e-6)
+    assert build_valid_dataset(clean)[1][1].shape == (2, 1600)
+
+    both = TrainConfig.from_dict(apply_overrides(base.to_dict(), [
+        "data.mix_dir=mix_both", 'data.source_dirs=["s1", "s2", "noise"]',
+        "model.num_sources=3",
+    ]))
+    assert both.data.source_dirs == ("s1", "s2", "noise")
+    for dataset in (build_train_dataset(both), build_valid_dataset(both)):
+        mix, sources = dataset[1]
+        assert sources.shape[0] == 3 and torch.allclose(sources.sum(0), mix[0], atol=1e-6)
+    with pytest.raises(ConfigError, match=r"source_dirs names 3 folder\(s\) for model.num_sources = 2"):
+        TrainConfig.from_dict(apply_overrides(both.to_dict(), ["model.num_sources=2"]))
+    with pytest.raises(ConfigError, match=r"data.mix_dir must be a folder name"):
+        TrainConfig.from_dict(apply_overrides(base.to_dict(), ["data.mix_dir=../mix"]))
+
+    # VoiceBank-DEMAND as distributed: noisy_trainset_28spk_wav/ and clean_trainset_28spk_wav/
+    vbd = tmp_path / "vbd"
+    clean_speech = (0.1 * rng.standard_normal(RATE)).astype(np.float32)
+    noisy = clean_speech + (0.01 * rng.standard_normal(RATE)).astype(np.float32)
+    _write_group(vbd, "p226_001.wav", {"noisy_trainset_28spk_wav": noisy,
+                                       "clean_trainset_28spk_wav": clean_speech})
+    enh = TrainConfig.from_dict(apply_overrides(base.to_dict(), [
+        "model.task=enhancement", "model.sde.kind=prior_mix", "data.kind=noisy_folder",
+        f"data.train={vbd}", f"data.valid={vbd}", "data.noisy_dir=noisy_trainset_28spk_wav",
+        "data.clean_dir=clean_trainset_28spk_wav",
+    ]))
+    mix, sources = build_train_dataset(enh)[0]
+    assert torch.allclose(sources[0] + sources[1], mix[0], atol=1e-6)
+    assert len(build_valid_dataset(enh)) == 1
+
+
 def test_recipes_load() -> None:
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     for name in ("train-sep-8k.toml", "train-enh-16k.toml"):

@@ -44,10 +44,12 @@ class DataConfig:
     ``kind='dynamic'``: ``train`` is a folder of speaker folders (or a manifest CSV) mixed on
     the fly (:class:`~diffsep.train.data.DynamicMixingDataset`), with ``noise`` for
     enhancement and ``train_split`` selecting ``<folder>/<split>``. ``'mixture_folder'``:
-    ``train`` is a WSJ0-2mix/LibriMix-style root (``mix/``, ``s1/`` ...). ``'noisy_folder'``:
-    a VoiceBank-DEMAND-style root (``noisy/``, ``clean/``). ``valid`` is always a fixed set in
-    the folder layout of the task (``mix/ s1/ s2/`` or ``noisy/ clean/``); empty disables the
-    separation part of validation.
+    ``train`` is a WSJ0-2mix/LibriMix-style root (``mix/``, ``s1/`` ...; other folder names
+    with ``mix_dir`` and ``source_dirs``, e.g. LibriMix's ``mix_clean``, or ``mix_both`` with
+    ``source_dirs = ["s1", "s2", "noise"]`` and three sources). ``'noisy_folder'``: a
+    VoiceBank-DEMAND-style root (``noisy/``, ``clean/``; or ``noisy_dir``, ``clean_dir``).
+    ``valid`` is always a fixed set in the folder layout of the task (those same folder names);
+    empty disables the separation part of validation.
     """
 
     kind: DataKind = "dynamic"
@@ -61,6 +63,10 @@ class DataConfig:
     level_range: tuple[float, float] = (-35.0, -15.0)  # dBFS RMS of the mixture
     num_workers: int = 0
     seed: int = 0
+    mix_dir: str = "mix"  # mixture folders: the mixtures' folder
+    source_dirs: tuple[str, ...] = ()  # mixture folders: the sources' folders; () = s1 ... sK
+    noisy_dir: str = "noisy"  # noisy/clean folders
+    clean_dir: str = "clean"
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,17 @@ def validate(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    folders = {"data.mix_dir": d.mix_dir, "data.noisy_dir": d.noisy_dir,
+               "data.clean_dir": d.clean_dir}
+    folders.update({f"data.source_dirs[{i}]": name for i, name in enumerate(d.source_dirs)})
+    for key, name in folders.items():
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ConfigError(f"{key} must be a folder name inside the dataset, got {name!r}")
+    if d.source_dirs and len(d.source_dirs) != config.model.num_sources:
+        raise ConfigError(
+            f"data.source_dirs names {len(d.source_dirs)} folder(s) for "
+            f"model.num_sources = {config.model.num_sources}"
+        )
     if not math.isfinite(o.lr) or not math.isfinite(o.grad_clip):
         raise ConfigError("optim.lr and optim.grad_clip must be finite")
     if config.model.task == "enhancement" and config.model.num_sources != 2:

@@ -240,7 +240,11 @@ class _PairedFolders(Dataset):
         for folder in self.folders:
             path = self.root / folder
             if not path.is_dir():
-                raise AudioError(f"{path}: folder missing (expected {', '.join(self.folders)})")
+                present = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+                raise AudioError(
+                    f"{path}: folder missing (expected {', '.join(self.folders)}; "
+                    f"found {', '.join(present) or 'no folders'})"
+                )
             listing[folder] = {p.name for p in _audio_files(path, recursive=False)}
         reference = self.folders[0]
         names = listing[reference]

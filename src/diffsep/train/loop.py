@@ -49,7 +49,7 @@ from diffsep.errors import CheckpointError, ConfigError, OutputError
 from diffsep.model import build_model, resolve_device, sample_windows
 from diffsep.nn.score_model import ScoreModel
 from diffsep.sde import make_sde
-from diffsep.train.config import TrainConfig, config_from_json
+from diffsep.train.config import DataConfig, TrainConfig, config_from_json
 from diffsep.train.ema import WeightEMA
 from diffsep.train.loss import diffsep_loss, draw_training_noise, network_input, normalize_batch
 
@@ -180,11 +180,18 @@ def build_train_dataset(config: TrainConfig) -> Dataset:
         )
     if data.kind == "mixture_folder":
         return MixtureFolderDataset(
-            data.train, model.num_sources, model.sample_rate, seg, random_crop=True, seed=data.seed
+            data.train, model.num_sources, model.sample_rate, seg, random_crop=True,
+            seed=data.seed, **_mixture_folders(data),
         )
     return NoisySpeechFolderDataset(
-        data.train, model.sample_rate, seg, random_crop=True, seed=data.seed
+        data.train, model.sample_rate, seg, random_crop=True, seed=data.seed,
+        noisy_dir=data.noisy_dir, clean_dir=data.clean_dir,
     )
+
+
+def _mixture_folders(data: DataConfig) -> dict[str, Any]:
+    """The folder names of a mixture dataset: ``mix_dir`` and ``source_dirs`` (None: s1..sK)."""
+    return {"mix_dir": data.mix_dir, "source_dirs": list(data.source_dirs) or None}
 
 
 def build_valid_dataset(config: TrainConfig) -> Dataset | None:
@@ -196,10 +203,12 @@ def build_valid_dataset(config: TrainConfig) -> Dataset | None:
         return None
     if model.task == "enhancement":
         return NoisySpeechFolderDataset(
-            data.valid, model.sample_rate, config.valid.seconds, random_crop=False
+            data.valid, model.sample_rate, config.valid.seconds, random_crop=False,
+            noisy_dir=data.noisy_dir, clean_dir=data.clean_dir,
         )
     return MixtureFolderDataset(
-        data.valid, model.num_sources, model.sample_rate, config.valid.seconds, random_crop=False
+        data.valid, model.num_sources, model.sample_rate, config.valid.seconds,
+        random_crop=False, **_mixture_folders(data),
     )
 
 
