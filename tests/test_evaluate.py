@@ -211,6 +211,19 @@ def test_flat_references_with_mix_option(tmp_path: Path, monkeypatch) -> None:
     assert "SI-SDRi not computed: 1 file(s) have no mixture in" in stderr
 
 
+def test_librimix_references_name_their_mixture_folders(tmp_path: Path) -> None:
+    # LibriMix writes mix_clean/ and mix_both/ beside s1/ s2/, never mix/
+    ref, out = make_separation(tmp_path)
+    (ref / "mix").rename(ref / "mix_clean")
+    (ref / "mix_both").mkdir()
+    code, _, err = run("--ref", ref, "--est", out, "-m", "si_sdri")
+    assert_one_line_error(code, err, "pass --mix FOLDER (found REF/mix_both, REF/mix_clean)")
+    report = run_json("--ref", ref, "--est", out, "-j", "1", "-m", "si_sdri",
+                      "--mix", ref / "mix_clean")
+    assert len(report["files"]) == len(NAMES)
+    assert all(math.isfinite(row["si_sdri"]) for row in report["files"])
+
+
 @pytest.mark.parametrize(
     "pattern, relative",
     [

@@ -130,8 +130,18 @@ class EvalPlan:
         if not lacking:
             return None
         if self.mix_dir is None:
-            return "no mixture folder (REF/mix or REF/noisy); pass --mix FOLDER"
+            found = _mixture_like_folders(self.ref_dir)
+            hint = f" (found {', '.join(f'REF/{name}' for name in found)})" if found else ""
+            return f"no mixture folder (REF/mix or REF/noisy); pass --mix FOLDER{hint}"
         return f"{len(lacking)} file(s) have no mixture in {self.mix_dir} ({short_list(lacking)})"
+
+
+def _mixture_like_folders(ref_dir: Path) -> list[str]:
+    """Sub-folders of ``ref_dir`` named like mixtures (LibriMix: mix_clean, mix_both, ...)."""
+    try:
+        return sorted(p.name for p in ref_dir.iterdir() if p.is_dir() and p.name.startswith("mix"))
+    except OSError:
+        return []
 
 
 def short_list(names: Sequence[str], shown: int = LIST_SHOWN) -> str:
