@@ -289,10 +289,20 @@ def test_yaml_config_reads_like_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad.yaml: invalid YAML") as err:
         load_train_config(tmp_path / "bad.yaml")
     assert "\n" not in str(err.value)
-    # plain data only: no Python objects from a config file
+    # plain data only: no Python objects from a config file, and no dates (TOML has them too)
     (tmp_path / "object.yaml").write_text("optim: !!python/object/apply:os.getcwd []\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_train_config(tmp_path / "object.yaml")
+    (tmp_path / "date.yaml").write_text("output:\n  title: 2024-01-01\n")
+    (tmp_path / "date.toml").write_text("[output]\ntitle = 2024-01-01\n")
+    for name in ("date.yaml", "date.toml"):
+        with pytest.raises(ConfigError, match=rf'{name}: output.title: date values are not '
+                                              r'settings \(quote it: "2024-01-01"\)'):
+            load_train_config(tmp_path / name)
+    (tmp_path / "keys.yaml").write_text("1: x\n")
+    with pytest.raises(ConfigError, match="key 1 is not a string"):
+        load_train_config(tmp_path / "keys.yaml")
+    assert parse_override("output.title=2024-01-01") == (["output", "title"], "2024-01-01")
 
 
 def _write_group(root: Path, name: str, signals: dict[str, np.ndarray]) -> None:

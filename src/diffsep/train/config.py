@@ -304,6 +304,23 @@ def _parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
+def _check_plain(value: Any, where: str) -> None:
+    """ConfigError unless ``value`` is plain data: tables, lists, strings, numbers, booleans
+    (a TOML or YAML date, a YAML set or binary is none of these)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{where or 'config'}: key {key!r} is not a string")
+            _check_plain(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for item in value:
+            _check_plain(item, where)
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ConfigError(
+            f"{where}: {type(value).__name__} values are not settings (quote it: \"{value}\")"
+        )
+
+
 def _parse_config_text(text: str, path: Path) -> dict[str, Any]:
     """The tables of a TOML or (by suffix) YAML config file; ConfigError naming the file."""
     if path.suffix.lower() in _YAML_SUFFIXES:
@@ -330,7 +347,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optim.lr=1e-4"`` -> ``(["optim", "lr"], 1e-4)``.
 
     The value is read as a TOML value (numbers, booleans, ``[1, 2]``, quoted strings); if that
-    fails it is taken as a bare string, so ``data.train=/data/speech`` works unquoted.
+    fails (or gives a date) it is taken as a bare string, so ``data.train=/data/speech`` works
+    unquoted.
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -339,7 +357,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     raw = raw.strip()
     try:
         value = _toml_module().loads(f"value = {raw}")["value"]
-    except Exception:  # noqa: BLE001 (tomllib.TOMLDecodeError): not a TOML literal
+        _check_plain(value, key)
+    except Exception:  # noqa: BLE001 (TOMLDecodeError, or a date): not a setting literal
         value = raw
     return key.split("."), value
 
@@ -395,7 +414,12 @@ def load_train_config(path: str | Path | None, overrides: typing.Sequence[str] =
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
-        data = _resolve_paths(_parse_config_text(text, path), path.resolve().parent)
+        data = _parse_config_text(text, path)
+        try:
+            _check_plain(data, "")
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        data = _resolve_paths(data, path.resolve().parent)
     data = _resolve_paths(apply_overrides(data, overrides), Path.cwd())
     where = str(path) if path is not None else "config"
     try:
