@@ -631,8 +631,9 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
     assert load_model(tmp_path / "win-model", device="cpu").config.sampler.segment_seconds == 0.5
     result = runner.invoke(app, ["train", str(cfg), "--set", "optim.lr=-1"])
     assert result.exit_code == 1 and "optim.lr" in result.output
-    result = runner.invoke(app, ["train", "--set", f"output.dir={tmp_path / 'none'}"])
+    result = runner.invoke(app, ["train", "--set", f"output.dir={tmp_path / 'none' / 'run'}"])
     assert result.exit_code == 1 and "--set data.train=PATH" in result.output
+    assert not (tmp_path / "none").exists()  # a run that never started leaves no folders
     # fine-tuning from the exported model folder: a new run starts from its weights
     result = runner.invoke(app, ["train", str(cfg), "--set", f"output.dir={tmp_path / 'tuned'}", "--set",
                                  "optim.steps=1", "--init-from", str(tmp_path / "model")])

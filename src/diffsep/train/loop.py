@@ -727,12 +727,28 @@ def train(
     that many steps of this call (a checkpoint is written), e.g. for time-sliced training.
     """
     hooks = hooks or TrainHooks()
+    created = _missing_folders(Path(config.output.dir).expanduser().absolute())
     ctx = _setup_distributed(device)
     try:
         return _train(config, ctx, resume, hooks, max_new_steps)
+    except Exception:
+        if ctx.is_main:  # a run that failed to start leaves no empty folders behind
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
+        raise
     finally:
         if ctx.active and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _train(
