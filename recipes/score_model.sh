@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Score a model on the first N items of a recipe test split, as the bundled model cards do.
 #
-#   bash recipes/score_model.sh separate diffsep-sep-8k data/corpus/sep-8k/test 40 runs/score-sep
-#   bash recipes/score_model.sh enhance diffsep-enh-16k data/corpus/enh-16k/test 20 runs/score-enh
+#   bash recipes/score_model.sh separate diffsep-sep-8k data/corpus/sep-8k/test 300 runs/score-sep
+#   bash recipes/score_model.sh enhance diffsep-enh-16k data/corpus/enh-16k/test 60 runs/score-enh
 #
 # Runs `diffsep separate|enhance --seed 0` (the model's default sampler: 30 steps, snr 0.5,
 # one corrector step) on the first N mixtures in name order, then `diffsep eval --intersection`
