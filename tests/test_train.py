@@ -215,15 +215,18 @@ def test_weight_ema() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+RUN_TOML = (
+    '[model]\ntask = "enhancement"\nsample_rate = 16000\n'
+    "[model.backbone]\nnf = 32\nch_mult = [1, 2, 2]\n"
+    '[data]\ntrain = "speech"\nnoise = "noise"\nsnr_range = [0, 10]\n'
+    "[optim]\nlr = 1e-3\nbatch_size = 2\n"
+    '[output]\ndir = "runs/x"\n'
+)
+
+
 def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "run.toml"
-    cfg.write_text(
-        '[model]\ntask = "enhancement"\nsample_rate = 16000\n'
-        "[model.backbone]\nnf = 32\nch_mult = [1, 2, 2]\n"
-        '[data]\ntrain = "speech"\nnoise = "noise"\nsnr_range = [0, 10]\n'
-        "[optim]\nlr = 1e-3\nbatch_size = 2\n"
-        '[output]\ndir = "runs/x"\n'
-    )
+    cfg.write_text(RUN_TOML)
     config = load_train_config(cfg, ["optim.lr=5e-4", "model.sde.kind=prior_mix", "optim.steps=7"])
     assert config.model.task == "enhancement" and config.model.sample_rate == 16000
     assert config.model.backbone.ch_mult == (1, 2, 2)
@@ -260,13 +263,7 @@ def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
 
 def test_yaml_config_reads_like_toml(tmp_path: Path) -> None:
     toml = tmp_path / "run.toml"
-    toml.write_text(
-        '[model]\ntask = "enhancement"\nsample_rate = 16000\n'
-        "[model.backbone]\nnf = 32\nch_mult = [1, 2, 2]\n"
-        '[data]\ntrain = "speech"\nnoise = "noise"\nsnr_range = [0, 10]\n'
-        "[optim]\nlr = 1e-3\nbatch_size = 2\nema_decay = 0.999\n"
-        '[output]\ndir = "runs/x"\n'
-    )
+    toml.write_text(RUN_TOML.replace("batch_size = 2\n", "batch_size = 2\nema_decay = 0.999\n"))
     yaml_text = (
         "model:\n  task: enhancement\n  sample_rate: 16000\n"
         "  backbone: {nf: 32, ch_mult: [1, 2, 2]}\n"

@@ -468,7 +468,8 @@ def models_(
 
     from diffsep.hub import list_models
 
-    rows = [dataclasses.asdict(info) for info in list_models()]
+    infos = list_models()
+    rows = [dataclasses.asdict(info) for info in infos]
     for row in rows:
         row["location"] = str(row["location"]) if row["location"] else None
     if json_out:
@@ -485,11 +486,10 @@ def models_(
     console = Console()
     console.print(table)
     console.print()
-    for row in rows:
-        card = Path(row["location"] or "") / "README.md"
-        where = f"; card: {card}" if row["location"] and card.is_file() else ""
-        console.print(f"{row['name']}: {row['description']}{where}", highlight=False,
-                      soft_wrap=True)
+    for info in infos:
+        card = info.location / "README.md" if info.location else None
+        where = f"; card: {card}" if card and card.is_file() else ""
+        console.print(f"{info.name}: {info.description}{where}", highlight=False, soft_wrap=True)
 
 
 @app.command()

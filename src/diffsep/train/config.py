@@ -322,25 +322,24 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def _parse_config_text(text: str, path: Path) -> dict[str, Any]:
-    """The tables of a TOML or (by suffix) YAML config file; ConfigError naming the file."""
-    if path.suffix.lower() in _YAML_SUFFIXES:
-        try:
-            data = _parse_yaml(text)
-        except Exception as err:  # noqa: BLE001 (yaml.YAMLError)
-            detail = " ".join(str(err).split())
-            raise ConfigError(f"{path}: invalid YAML ({detail})") from None
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{path}: a YAML config must be a mapping of tables (model:, data:, optim:, "
-                f"...), not a {type(data).__name__}"
-            )
-        return data
+    """The tables of a TOML or (by suffix) YAML config file, plain data only; ConfigError
+    naming the file."""
+    yaml_file = path.suffix.lower() in _YAML_SUFFIXES
     try:
-        return _toml_module().loads(text)
-    except Exception as err:  # noqa: BLE001 (TOMLDecodeError)
-        raise ConfigError(f"{path}: invalid TOML ({err})") from None
+        data = (_parse_yaml(text) or {}) if yaml_file else _toml_module().loads(text)
+    except Exception as err:  # noqa: BLE001 (yaml.YAMLError, TOMLDecodeError)
+        detail = " ".join(str(err).split())
+        raise ConfigError(f"{path}: invalid {'YAML' if yaml_file else 'TOML'} ({detail})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: a YAML config must be a mapping of tables (model:, data:, optim:, "
+            f"...), not a {type(data).__name__}"
+        )
+    try:
+        _check_plain(data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -414,12 +413,7 @@ def load_train_config(path: str | Path | None, overrides: typing.Sequence[str] =
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
-        data = _parse_config_text(text, path)
-        try:
-            _check_plain(data, "")
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
-        data = _resolve_paths(data, path.resolve().parent)
+        data = _resolve_paths(_parse_config_text(text, path), path.resolve().parent)
     data = _resolve_paths(apply_overrides(data, overrides), Path.cwd())
     where = str(path) if path is not None else "config"
     try:
