@@ -44,7 +44,7 @@ def _one_run(args: argparse.Namespace) -> dict:
     from diffsep.nn.score_model import ScoreModel
     from diffsep.sde import make_sde
     from diffsep.train.ema import WeightEMA
-    from diffsep.train.loop import MixedPrecisionScore, _autocast_dtype, _Dist, _train_step
+    from diffsep.train.loop import _autocast_dtype, _Dist, _train_step
 
     torch.set_num_threads(args.threads)
     config = _config(args, [f"optim.batch_size={args.batch_size}",
@@ -57,7 +57,8 @@ def _one_run(args: argparse.Namespace) -> dict:
     scaler = (torch.amp.GradScaler("cuda")
               if device.type == "cuda" and args.precision == "fp16" else None)
     ema = WeightEMA(network, config.optim.ema_decay)
-    train_model = MixedPrecisionScore(network, _autocast_dtype(config, device), device.type)
+    network.backbone_dtype = _autocast_dtype(config, device)
+    train_model = network
     ctx = _Dist(0, 1, device, active=False)
 
     samples = int(round(config.optim.segment_seconds * config.model.sample_rate))

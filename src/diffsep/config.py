@@ -14,6 +14,9 @@ from diffsep.errors import ConfigError
 
 Task = Literal["separation", "enhancement"]
 SDEKind = Literal["mix", "prior_mix"]
+Parameterisation = Literal["score", "data"]
+"""What the network's output means: ``score`` (the authors' models) or ``data`` (source
+estimates, turned into a score in closed form; see :meth:`DiffusionMixingSDE.score_from_sources`)."""
 
 FORMAT_VERSION = 1
 DEFAULT_SEGMENT_SECONDS = 4.0
@@ -84,6 +87,7 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     sde: SDEConfig = field(default_factory=SDEConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    parameterisation: Parameterisation = "score"
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -139,6 +139,30 @@ class DiffusionMixingSDE:
         avg = x.mean(dim=1, keepdim=True)
         return (avg / lambda1.sqrt() + (x - avg) / lambda2.sqrt()) / self.noise_scale(mix)
 
+    def apply_sigma(self, x: Tensor, t: Tensor, mix: Tensor) -> Tensor:
+        """``Sigma_t x = L_t (L_t x)``; shapes as in :meth:`apply_L`."""
+        return self.apply_L(self.apply_L(x, t, mix), t, mix)
+
+    def apply_sigma_inv(self, x: Tensor, t: Tensor, mix: Tensor) -> Tensor:
+        """``Sigma_t^{-1} x``; shapes as in :meth:`apply_L`; needs ``t > 0``."""
+        return self.apply_L_inv(self.apply_L_inv(x, t, mix), t, mix)
+
+    def unmean(self, mean_t: Tensor, t: Tensor) -> Tensor:
+        """Inverse of :meth:`mean`: the sources ``s`` whose marginal mean is ``mean_t`` (B, K, ...)."""
+        avg = mean_t.mean(dim=1, keepdim=True)
+        growth = torch.exp(self.gamma * _per_item(t, mean_t))
+        return avg + growth * (mean_t - avg)
+
+    def score_from_sources(self, x: Tensor, t: Tensor, mix: Tensor, sources: Tensor) -> Tensor:
+        """Score of the Gaussian marginal centred on estimated sources (Tweedie's formula read
+        backwards): ``-Sigma_t^{-1} (x - mean_t(sources))``; all (B, K, N), ``t`` (B,)."""
+        return -self.apply_sigma_inv(x - self.mean(sources, t), t, mix)
+
+    def sources_from_score(self, x: Tensor, t: Tensor, mix: Tensor, score: Tensor) -> Tensor:
+        """Tweedie's formula: ``E[s | x_t] = mean_t^{-1}(x + Sigma_t score)``; inverse of
+        :meth:`score_from_sources`; all (B, K, N), ``t`` (B,)."""
+        return self.unmean(x + self.apply_sigma(score, t, mix), t)
+
     def marginal_sample(self, s0: Tensor, t: Tensor, mix: Tensor, z: Tensor) -> Tensor:
         """``x_t = mean_t(s0) + L_t z`` for standard normal ``z`` (B, K, N) -> (B, K, N)."""
         return self.mean(s0, t) + self.apply_L(z, t, mix)
@@ -173,6 +197,16 @@ class DiffusionMixingSDE:
         """``x_T = y / K + L_T z`` with standard normal ``z`` (B, K, N) -> (B, K, N)."""
         t = torch.full((mix.shape[0],), self.T, dtype=mix.dtype, device=mix.device)
         return self.prior_mean(mix) + self.apply_L(z, t, mix)
+
+
+def project_to_mixture(sources: Tensor, mix: Tensor) -> Tensor:
+    """Mixture consistency: spread ``mix - sum_k sources_k`` equally over the sources.
+
+    ``sources`` (B, K, N), ``mix`` (B, 1, N) -> (B, K, N) whose sum over K equals ``mix``.
+    """
+    _check_mixture(mix)
+    residual = mix - sources.sum(dim=1, keepdim=True)
+    return sources + residual / sources.shape[1]
 
 
 def make_sde(config: SDEConfig, num_sources: int) -> DiffusionMixingSDE:

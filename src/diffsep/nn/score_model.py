@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -9,6 +11,9 @@ from diffsep import spectral
 from diffsep.config import ModelConfig
 from diffsep.errors import ConfigError
 from diffsep.nn.ncsnpp import NCSNpp
+from diffsep.sde import make_sde, project_to_mixture
+
+Output = Literal["score", "sources"]
 
 
 class STFTWindow(nn.Module):
@@ -27,13 +32,21 @@ class ScoreModel(nn.Module):
     spectrogram channels, the NCSN++ ``backbone`` maps them (frames zero-padded to a multiple of
     ``config.stft.frame_multiple``) to ``2K`` channels, and :meth:`decode` returns waveforms.
     The state_dict keys are the authors' (``backbone.*``, ``stft.window``, ``stft_inv.window``).
+
+    ``config.parameterisation`` says what the decoded waveforms are: the score itself
+    (``score``, the authors' models) or source estimates (``data``), which are made to sum to
+    the mixture and turned into the score in closed form. Either way ``forward`` returns the
+    score, or the source estimates with ``output="sources"`` (Tweedie's formula for a score
+    network). ``backbone_dtype`` (None: float32) runs the backbone alone under autocast in
+    bfloat16 / float16; the STFT, its inverse and the SDE arithmetic stay float32.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, backbone_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         _check_config(config)
         self.config = config
         self.num_sources = config.num_sources
+        self.backbone_dtype = backbone_dtype
         self.backbone = NCSNpp(
             config.backbone,
             channels_in=2 * config.num_sources + 2,
@@ -58,7 +71,12 @@ class ScoreModel(nn.Module):
         """NCSN++ on ``features (B, 2K+2, Fq, F)`` -> ``(B, 2K, Fq, F)``, frames padded inside."""
         frames = features.shape[-1]
         padded = spectral.pad_frames(features, self.config.stft.frame_multiple)
-        return spectral.crop_frames(self.backbone(padded, t), frames)
+        if self.backbone_dtype is None:
+            out = self.backbone(padded, t)
+        else:
+            with torch.autocast(padded.device.type, dtype=self.backbone_dtype):
+                out = self.backbone(padded, t)
+        return spectral.crop_frames(out.float(), frames)
 
     def decode(self, out: torch.Tensor, num_samples: int) -> torch.Tensor:
         """Backbone output ``(B, 2K, Fq, F)`` (frames cropped) -> waves ``(B, K, num_samples)``."""
@@ -67,10 +85,19 @@ class ScoreModel(nn.Module):
         spec = spectral.decompress(spec, cfg.spec_factor, cfg.spec_abs_exponent)
         return spectral.istft(spec, self.stft_inv.window, cfg.n_fft, cfg.hop_length, num_samples)
 
-    def forward(self, xt: torch.Tensor, t: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, xt: torch.Tensor, t: torch.Tensor, mix: torch.Tensor, output: Output = "score"
+    ) -> torch.Tensor:
         self._check_inputs(xt, t, mix)
         features = self.encode(xt, mix)
-        return self.decode(self.run_backbone(features, t), xt.shape[-1])
+        decoded = self.decode(self.run_backbone(features, t), xt.shape[-1])
+        sde = make_sde(self.config.sde, self.num_sources)
+        if self.config.parameterisation == "data":
+            sources = project_to_mixture(decoded, mix)
+            return sources if output == "sources" else sde.score_from_sources(xt, t, mix, sources)
+        if output == "sources":
+            return project_to_mixture(sde.sources_from_score(xt, t, mix, decoded), mix)
+        return decoded
 
     def _check_inputs(self, xt: torch.Tensor, t: torch.Tensor, mix: torch.Tensor) -> None:
         k = self.num_sources
@@ -88,6 +115,10 @@ def _check_config(config: ModelConfig) -> None:
     stft, backbone = config.stft, config.backbone
     if config.num_sources < 1:
         raise ConfigError(f"num_sources must be >= 1, got {config.num_sources}")
+    if config.parameterisation not in ("score", "data"):
+        raise ConfigError(
+            f"parameterisation must be 'score' or 'data', got {config.parameterisation!r}"
+        )
     if stft.n_fft < 2 or not 0 < stft.hop_length <= stft.n_fft:
         raise ConfigError(f"stft: invalid n_fft {stft.n_fft} / hop_length {stft.hop_length}")
     if stft.n_fft // 2 + 1 != backbone.image_size:

@@ -34,6 +34,7 @@ from diffsep.errors import ConfigError
 
 DataKind = Literal["dynamic", "mixture_folder", "noisy_folder"]
 Precision = Literal["fp32", "bf16", "fp16"]
+Objective = Literal["score_matching", "sisdr"]
 ExportDtype = Literal["float32", "float16", "bfloat16"]
 
 
@@ -73,7 +74,13 @@ class DataConfig:
 class OptimConfig:
     """Optimisation. ``segment_seconds`` is the training crop; ``p_T`` the probability of the
     t = T branch (started from the true mixture, PIT for separation); ``t_min`` the lower end
-    of the uniform time draw; ``precision`` applies on CUDA only (CPU trains in float32).
+    of the time draw and ``t_skew`` its shape (1: uniform; larger: more weight near T, see
+    :func:`~diffsep.train.loss.draw_training_noise`); the first ``curriculum_steps`` steps
+    train at t = T only. ``precision``: autocast dtype of the backbone (bf16 also on CPUs, fp16
+    on CUDA only). ``objective``: ``score_matching`` (the paper) or ``sisdr`` (PIT negative
+    SI-SDR of the source estimates plus ``score_weight`` times their implied score-matching
+    loss with the weight clipped at ``snr_clip``; see :mod:`diffsep.train.loss`).
+    ``compile``: ``torch.compile`` the backbone. ``threads``: CPU threads (0: PyTorch's default).
     ``init_from``: a model (bundled name, folder, file or Hub id) or a training run/checkpoint
     whose weights start a fresh run (fine-tuning); its architecture must match ``[model]``."""
 
@@ -88,6 +95,13 @@ class OptimConfig:
     ema_decay: float = 0.999
     precision: Precision = "bf16"
     seed: int = 0
+    t_skew: float = 1.0
+    curriculum_steps: int = 0
+    objective: Objective = "score_matching"
+    score_weight: float = 0.0
+    snr_clip: float = 5.0
+    compile: bool = False
+    threads: int = 0
     init_from: str = ""  # weights that start a fresh run (see diffsep.train.loop.initial_weights)
 
 
@@ -222,6 +236,11 @@ def validate(config: TrainConfig) -> None:
         (0.0 <= o.p_T <= 1.0, "optim.p_T must be in [0, 1]"),
         (0.0 < o.t_min < 1.0, "optim.t_min must be in (0, 1)"),
         (0.0 <= o.ema_decay < 1.0, "optim.ema_decay must be in [0, 1)"),
+        (o.t_skew >= 1.0, "optim.t_skew must be >= 1 (1: uniform times)"),
+        (o.curriculum_steps >= 0, "optim.curriculum_steps must be >= 0"),
+        (o.score_weight >= 0.0, "optim.score_weight must be >= 0"),
+        (o.snr_clip > 0.0, "optim.snr_clip must be positive"),
+        (o.threads >= 0, "optim.threads must be >= 0 (0: PyTorch's default)"),
         (v.every >= 0, "valid.every must be >= 0 (0: off)"),
         (v.num_mixtures >= 0, "valid.num_mixtures must be >= 0"),
         (v.seconds > 0, "valid.seconds must be positive"),

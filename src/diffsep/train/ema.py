@@ -36,12 +36,15 @@ class WeightEMA:
     def update(self, module: nn.Module) -> None:
         """Blend ``module``'s current parameters into the shadow; copy its buffers."""
         decay = self.current_decay()
+        shadows, currents = [], []
         for name, value in module.state_dict().items():
-            target = self.shadow[name]
             if name in self._param_names:
-                target.lerp_(value.detach().float(), 1.0 - decay)
+                shadows.append(self.shadow[name])
+                currents.append(value.detach().float())
             else:
-                target.copy_(value.detach())
+                self.shadow[name].copy_(value.detach())
+        if shadows:
+            torch._foreach_lerp_(shadows, currents, 1.0 - decay)
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -51,7 +51,13 @@ from diffsep.nn.score_model import ScoreModel
 from diffsep.sde import make_sde
 from diffsep.train.config import DataConfig, TrainConfig, config_from_json
 from diffsep.train.ema import WeightEMA
-from diffsep.train.loss import diffsep_loss, draw_training_noise, network_input, normalize_batch
+from diffsep.train.loss import (
+    data_prediction_loss,
+    diffsep_loss,
+    draw_training_noise,
+    network_input,
+    normalize_batch,
+)
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
@@ -663,31 +669,13 @@ class _Logger:
             handle.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
 
-class MixedPrecisionScore(nn.Module):
-    """The score network with its NCSN++ backbone under autocast (``dtype`` on ``device_type``)
-    and the STFT front end and its inverse in float32 (complex bf16/fp16 is not supported).
-    ``dtype=None`` runs everything in float32. Same call as :class:`ScoreModel`."""
-
-    def __init__(self, network: ScoreModel, dtype: torch.dtype | None, device_type: str) -> None:
-        super().__init__()
-        self.network = network
-        self.dtype = dtype
-        self.device_type = device_type
-
-    def forward(self, xt: torch.Tensor, t: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-        if self.dtype is None:
-            return self.network(xt, t, mix)
-        features = self.network.encode(xt, mix)
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            out = self.network.run_backbone(features, t)
-        return self.network.decode(out.float(), xt.shape[-1])
-
-
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 / fp16 autocast on CUDA as configured; None (float32) otherwise."""
-    if device.type != "cuda" or config.optim.precision == "fp32":
+    """The backbone's autocast dtype: bf16 as configured (CUDA and CPU), fp16 on CUDA only;
+    None (float32) for fp32 and for fp16 on a CPU."""
+    precision = config.optim.precision
+    if precision == "fp32" or (precision == "fp16" and device.type != "cuda"):
         return None
-    return torch.bfloat16 if config.optim.precision == "bf16" else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def _step_generator(
@@ -764,6 +752,8 @@ def _train(
     device = ctx.device
 
     torch.manual_seed(config.optim.seed)
+    if config.optim.threads:
+        torch.set_num_threads(config.optim.threads)
     network = ScoreModel(config.model).to(device)
     sde = make_sde(config.model.sde, config.model.num_sources)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.optim.lr)
@@ -799,9 +789,10 @@ def _train(
         ema = WeightEMA(network, config.optim.ema_decay)
         log.message(f"initialised from {origin}")
 
-    train_model: nn.Module = MixedPrecisionScore(
-        network, _autocast_dtype(config, device), device.type
-    )
+    network.backbone_dtype = _autocast_dtype(config, device)
+    if config.optim.compile:
+        network.backbone.compile(dynamic=False)
+    train_model: nn.Module = network
     if ctx.world > 1:
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None
@@ -1025,18 +1016,32 @@ def _train_step(
         batch,
         num_sources,
         num_samples,
-        p_T=config.optim.p_T,
+        p_T=1.0 if step < config.optim.curriculum_steps else config.optim.p_T,
         t_min=config.optim.t_min,
+        t_skew=config.optim.t_skew,
         shuffle_sources=permutation_invariant,
         generator=_step_generator(config, ctx.rank, step, device),
         T=sde.T,
         device=device,
     )
     x_t = network_input(sde, mix, sources, draw)
-    score = train_model(x_t, draw.t, mix)
-    loss = diffsep_loss(
-        sde, score, mix, sources, draw, permutation_invariant=permutation_invariant
-    ).mean()
+    if config.optim.objective == "sisdr":
+        estimates = train_model(x_t, draw.t, mix, output="sources")
+        loss = data_prediction_loss(
+            sde,
+            estimates,
+            mix,
+            sources,
+            draw,
+            permutation_invariant=permutation_invariant,
+            score_weight=config.optim.score_weight,
+            snr_clip=config.optim.snr_clip,
+        ).mean()
+    else:
+        score = train_model(x_t, draw.t, mix)
+        loss = diffsep_loss(
+            sde, score, mix, sources, draw, permutation_invariant=permutation_invariant
+        ).mean()
 
     warmup = config.optim.warmup_steps
     lr = config.optim.lr * (min(1.0, (step + 1) / warmup) if warmup else 1.0)

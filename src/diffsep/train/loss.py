@@ -16,8 +16,18 @@ folded into the noise target, ``z_p = z + L_T^{-1}(y / K - mean_T(s_p))``, for e
 training). The network input is the same for every order, so it runs once. Enhancement keeps
 the sources ordered (speech, noise): one order only.
 
+Data prediction (``optim.loss = "sisdr"``, for networks that output source estimates ``s_hat``,
+see ``ModelConfig.parameterisation``): the estimates are scored with a permutation-invariant
+negative SI-SDR, plus ``score_weight`` times the score-matching loss of the score they imply.
+With ``score = -Sigma_t^{-1}(x_t - mean_t(s_hat))`` that loss is
+``|L_t^{-1}(mean_t(s_hat) - mean_t(s))|^2 = w(t) |Pbar (s_hat - s)|^2``, ``w(t) = exp(-2 gamma t)
+/ lambda2(t)`` (over the noise scale squared for ``prior_mix``), for the ordinary and the
+``t = T`` branch alike; ``w`` is clipped at ``snr_clip`` (min-SNR weighting, Hang et al. 2023),
+since it grows without bound as ``t -> 0``.
+
 Shapes: mixture ``(B, 1, N)``, sources ``(B, K, N)``, times ``(B,)``; all float32. The sources
-are expected to sum to the mixture (see :func:`normalize_batch`).
+are expected to sum to the mixture (see :func:`normalize_batch`). No function here reads a
+value back to the host, so a training step does not wait for the device.
 """
 
 from __future__ import annotations
@@ -70,11 +80,16 @@ def draw_training_noise(
     generator: torch.Generator,
     T: float = 1.0,
     device: torch.device | str = "cpu",
+    t_skew: float = 1.0,
 ) -> TrainingDraw:
-    """Draw times (uniform in ``[t_min, T)``, or ``T`` with probability ``p_T``), noise and
-    source orders (random permutations if ``shuffle_sources``, else the identity)."""
+    """Draw times (in ``[t_min, T)``, or ``T`` with probability ``p_T``), noise and source
+    orders (random permutations if ``shuffle_sources``, else the identity).
+
+    Times are ``t_min + (T - t_min) (1 - (1 - u)^t_skew)`` for uniform ``u``: uniform for
+    ``t_skew = 1`` (the paper), denser near ``T`` for ``t_skew > 1``."""
     uniform = torch.rand(batch, generator=generator, device=device)
-    t = t_min + (T - t_min) * uniform
+    skewed = uniform if t_skew == 1.0 else 1.0 - (1.0 - uniform) ** t_skew
+    t = t_min + (T - t_min) * skewed
     at_T = torch.rand(batch, generator=generator, device=device) < p_T
     t = torch.where(at_T, torch.full_like(t, T), t)
     z = torch.randn(batch, num_sources, num_samples, generator=generator, device=device)
@@ -133,11 +148,7 @@ def prior_branch_loss(
     when not ``permutation_invariant``). The index refers to ``itertools.permutations(range(K))``.
     """
     num_sources = sources.shape[1]
-    orders = (
-        list(itertools.permutations(range(num_sources)))
-        if permutation_invariant
-        else [tuple(range(num_sources))]
-    )
+    orders = source_orders(num_sources, permutation_invariant)
     weighted = sde.apply_L(score, t, mix)
     start = sde.prior_mean(mix)
     losses = []
@@ -163,23 +174,84 @@ def diffsep_loss(
     :func:`network_input` from the same ``draw``: the score-matching loss for ordinary items,
     :func:`prior_branch_loss` for items ``at_T``."""
     score = score.float()
-    ordinary = ~draw.at_T
-    loss = score.new_zeros(score.shape[0])
-    if bool(ordinary.any()):
-        idx = ordinary.nonzero().squeeze(1)
-        loss = loss.index_put(
-            (idx,), score_matching_loss(sde, score[idx], draw.z[idx], draw.t[idx], mix[idx])
+    ordinary = score_matching_loss(sde, score, draw.z, draw.t, mix)
+    prior, _ = prior_branch_loss(
+        sde, score, draw.z, draw.t, mix, sources, permutation_invariant=permutation_invariant
+    )
+    return torch.where(draw.at_T, prior, ordinary)
+
+
+def source_orders(num_sources: int, permutation_invariant: bool) -> list[tuple[int, ...]]:
+    """Every order of the sources (``itertools.permutations``), or only the identity."""
+    if permutation_invariant:
+        return list(itertools.permutations(range(num_sources)))
+    return [tuple(range(num_sources))]
+
+
+def si_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
+    """Scale-invariant SDR in dB over the last axis (zero-mean signals): (..., N) -> (...)."""
+    estimate = estimate - estimate.mean(dim=-1, keepdim=True)
+    reference = reference - reference.mean(dim=-1, keepdim=True)
+    gain = (estimate * reference).sum(-1, keepdim=True) / (reference.square().sum(-1, keepdim=True) + eps)
+    target = gain * reference
+    ratio = (target.square().sum(-1) + eps) / ((estimate - target).square().sum(-1) + eps)
+    return 10.0 * torch.log10(ratio)
+
+
+def pit_si_sdr_loss(
+    estimates: Tensor, sources: Tensor, *, permutation_invariant: bool
+) -> tuple[Tensor, Tensor]:
+    """``(loss (B,), best order (B, K) int64)``: minus the SI-SDR (dB) averaged over sources,
+    for the order of ``sources`` that fits ``estimates`` best; both (B, K, N)."""
+    orders = torch.tensor(
+        source_orders(sources.shape[1], permutation_invariant), device=sources.device
+    )
+    scores = torch.stack(
+        [si_sdr(estimates, sources[:, order]).mean(dim=1) for order in orders], dim=1
+    )
+    best = scores.argmax(dim=1)
+    return -scores.gather(1, best[:, None]).squeeze(1), orders[best]
+
+
+def implied_score_loss(
+    sde: DiffusionMixingSDE,
+    estimates: Tensor,
+    sources: Tensor,
+    t: Tensor,
+    mix: Tensor,
+    *,
+    snr_clip: float,
+) -> Tensor:
+    """Score-matching loss (B,) of the score implied by ``estimates`` against ``sources``
+    (both (B, K, N), same order, both summing to the mixture), weighted by
+    ``min(w(t), snr_clip) / w(t)`` (see the module docstring)."""
+    gap = sde.apply_L_inv(sde.mean(estimates, t) - sde.mean(sources, t), t, mix)
+    per_item = gap.square().mean(dim=(1, 2))
+    decay = torch.exp(-2.0 * sde.gamma * t)
+    _, lambda2 = sde.eigenvalues(t)
+    weight = decay / lambda2
+    return per_item * weight.clamp(max=snr_clip) / weight
+
+
+def data_prediction_loss(
+    sde: DiffusionMixingSDE,
+    estimates: Tensor,
+    mix: Tensor,
+    sources: Tensor,
+    draw: TrainingDraw,
+    *,
+    permutation_invariant: bool,
+    score_weight: float,
+    snr_clip: float,
+) -> Tensor:
+    """Per-item loss (B,) of source estimates (B, K, N) for ``x_t`` built by
+    :func:`network_input`: PIT negative SI-SDR plus ``score_weight`` times
+    :func:`implied_score_loss` in the order PIT chose."""
+    estimates = estimates.float()
+    loss, order = pit_si_sdr_loss(estimates, sources, permutation_invariant=permutation_invariant)
+    if score_weight:
+        matched = reorder_sources(sources, order)
+        loss = loss + score_weight * implied_score_loss(
+            sde, estimates, matched, draw.t, mix, snr_clip=snr_clip
         )
-    if bool(draw.at_T.any()):
-        idx = draw.at_T.nonzero().squeeze(1)
-        prior, _ = prior_branch_loss(
-            sde,
-            score[idx],
-            draw.z[idx],
-            draw.t[idx],
-            mix[idx],
-            sources[idx],
-            permutation_invariant=permutation_invariant,
-        )
-        loss = loss.index_put((idx,), prior)
     return loss
