@@ -90,7 +90,7 @@ def _one_run(args: argparse.Namespace) -> dict:
         "params_M": round(sum(p.numel() for p in network.parameters()) / 1e6, 3),
         "crop_s": config.optim.segment_seconds,
         "batch_size": config.optim.batch_size,
-        "precision": args.precision if device.type == "cuda" else "fp32",
+        "precision": "fp32" if _autocast_dtype(config, device) is None else args.precision,
         "threads": args.threads,
         "s_per_step": round(seconds, 4),
         "audio_s_per_s": round(config.optim.batch_size * config.optim.segment_seconds / seconds,
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes")
     parser.add_argument("--precisions", default="bf16",
-                        help="comma-separated: bf16, fp16, fp32 (CUDA only; the CPU is fp32)")
+                        help="comma-separated: bf16, fp16, fp32 (fp16 is CUDA only: fp32 on a CPU)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -147,7 +147,7 @@ def main() -> None:
               "audio_s_per_s", "peak_rss_MiB", "cuda_peak_MiB")
     if not args.json:
         print(" ".join(f"{h:>13}" for h in header), flush=True)
-    precisions = args.precisions.split(",") if args.device != "cpu" else ["fp32"]
+    precisions = args.precisions.split(",")
     for precision in precisions:
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             command = [sys.executable, __file__, "--one", "--config", args.config,

@@ -31,13 +31,17 @@ from diffsep.train.config import (
 from diffsep.train.ema import WeightEMA
 from diffsep.train.loss import (
     TrainingDraw,
+    data_prediction_loss,
     diffsep_loss,
     draw_training_noise,
     network_input,
+    implied_score_loss,
     normalize_batch,
+    pit_si_sdr_loss,
     prior_branch_loss,
     reorder_sources,
     score_matching_loss,
+    si_sdr,
 )
 
 RATE = 8000
@@ -170,6 +174,68 @@ def test_draw_training_noise() -> None:
     again = draw(0.1)
     assert torch.equal(again.z, d.z) and torch.equal(again.t, d.t)
     assert not torch.equal(draw(0.1, seed=1).z, d.z)
+
+
+@pytest.mark.parametrize("kind", ["mix", "prior_mix"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_implied_score_loss_is_the_score_matching_loss_of_the_implied_score(
+    k: int, kind: str
+) -> None:
+    sde = _sde(k, kind)
+    mix, sources = _batch(k, b=4)
+    g = torch.Generator().manual_seed(5)
+    estimates = sources + 0.3 * torch.randn(sources.shape, generator=g, dtype=torch.float64)
+    estimates = estimates + (mix - estimates.sum(1, keepdim=True)) / k  # sums to the mixture
+    t = torch.tensor([0.05, 0.3, 0.8, 1.0], dtype=torch.float64)
+    at_T = torch.tensor([False, False, True, True])
+    t = torch.where(at_T, torch.ones_like(t), t)
+    z = torch.randn(sources.shape, generator=g, dtype=torch.float64)
+    order = torch.arange(k).expand(4, k)
+    draw = TrainingDraw(t=t, at_T=at_T, z=z, order=order)
+    x_t = network_input(sde, mix, sources, draw)
+    score = sde.score_from_sources(x_t, t, mix, estimates)
+    paper = diffsep_loss(sde, score, mix, sources, draw, permutation_invariant=False)
+    unclipped = implied_score_loss(sde, estimates, sources, t, mix, snr_clip=1e12)
+    assert torch.allclose(unclipped, paper, rtol=1e-6)
+    # min-SNR clipping only ever lowers the weight
+    clipped = implied_score_loss(sde, estimates, sources, t, mix, snr_clip=0.5)
+    assert bool((clipped <= unclipped * (1 + 1e-12)).all()) and bool((clipped < unclipped).any())
+
+
+def test_pit_si_sdr_loss_finds_the_order_and_measures_in_db() -> None:
+    g = torch.Generator().manual_seed(2)
+    sources = torch.randn(2, 3, 400, generator=g, dtype=torch.float64)
+    noise = torch.randn(sources.shape, generator=g, dtype=torch.float64)
+    estimates = sources[:, [2, 0, 1]] + 0.1 * noise  # item b's estimate k is source order[k]
+    loss, order = pit_si_sdr_loss(estimates, sources, permutation_invariant=True)
+    assert order.tolist() == [[2, 0, 1], [2, 0, 1]]
+    expected = -si_sdr(estimates, sources[:, [2, 0, 1]]).mean(dim=1)
+    assert torch.allclose(loss, expected) and bool((loss < -15).all())  # ~20 dB
+    fixed, identity = pit_si_sdr_loss(estimates, sources, permutation_invariant=False)
+    assert identity.tolist() == [[0, 1, 2], [0, 1, 2]] and bool((fixed > 0).all())
+    # SI-SDR ignores the scale of the estimate
+    noisy = sources + 0.1 * noise
+    assert torch.allclose(si_sdr(3.0 * noisy, sources), si_sdr(noisy, sources))
+    total = data_prediction_loss(
+        _sde(3), estimates, sources.sum(1, keepdim=True), sources,
+        TrainingDraw(t=torch.ones(2, dtype=torch.float64), at_T=torch.ones(2, dtype=torch.bool),
+                     z=noise, order=torch.arange(3).expand(2, 3)),
+        permutation_invariant=True, score_weight=0.0, snr_clip=5.0,
+    )
+    assert torch.allclose(total, loss)
+
+
+def test_skewed_time_draw_stays_in_range_and_favours_T() -> None:
+    g = torch.Generator().manual_seed(0)
+    plain = draw_training_noise(4000, 2, 8, p_T=0.0, t_min=0.03, shuffle_sources=False,
+                                generator=g)
+    g = torch.Generator().manual_seed(0)
+    skewed = draw_training_noise(4000, 2, 8, p_T=0.0, t_min=0.03, shuffle_sources=False,
+                                 generator=g, t_skew=3.0)
+    for draw in (plain, skewed):
+        assert float(draw.t.min()) >= 0.03 and float(draw.t.max()) <= 1.0
+    assert abs(float(plain.t.mean()) - 0.515) < 0.02
+    assert float(skewed.t.mean()) > 0.7  # E[1 - (1 - u)^3] = 3/4
 
 
 def test_normalize_batch_keeps_the_sum() -> None:
@@ -774,3 +840,26 @@ def test_mixed_precision_backbone_keeps_the_stft_in_float32() -> None:
     mixed.square().mean().backward()
     trained = [p for p in network.parameters() if p.requires_grad]
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in trained)
+
+
+def test_data_prediction_run_with_curriculum_and_one_shot_validation(tmp_path: Path) -> None:
+    from diffsep.model import load_model, sample_windows
+
+    config = _tiny_config(tmp_path, "data", objective="sisdr", score_weight=0.1,
+                          curriculum_steps=2, t_skew=2.0)
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(TINY_MODEL, parameterisation="data"),
+        valid=dataclasses.replace(config.valid, sampler=False),
+    )
+    losses, result = _losses(config)
+    assert result.status == "finished" and len(losses) == 4
+    assert all(math.isfinite(x) for x in losses)
+    assert set(result.validation) == {"si_sdr_T", "si_sdri_T"}  # no sampler run
+    run = Path(config.output.dir)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train_cpu_s"] > 0 for r in records)
+    model = load_model(result.export, device="cpu")
+    assert model.config.parameterisation == "data"
+    est = sample_windows(model, torch.randn(2, 1, 400) * 0.1, [0, 1], model.config.sampler)
+    assert est.shape == (2, 2, 400) and bool(torch.isfinite(est).all())

@@ -108,9 +108,11 @@ class OptimConfig:
 @dataclass(frozen=True)
 class ValidConfig:
     """Periodic validation: separate ``num_mixtures`` items of ``data.valid`` (centre crops of
-    ``seconds``) with the EMA weights and the given sampler settings; log SI-SDR(i)."""
+    ``seconds``) with the EMA weights and the given sampler settings (``sampler = false``: only
+    the network's one-call estimate at t = T, which is always logged too); log SI-SDR(i)."""
 
     every: int = 5000
+    sampler: bool = True
     num_mixtures: int = 4
     seconds: float = 4.0
     sampler_steps: int = 30

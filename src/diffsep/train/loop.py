@@ -582,32 +582,65 @@ def validate(
     on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Separate ``mixes`` (B, 1, W) with the EMA weights; mean SI-SDR and SI-SDRi in dB against
-    ``refs`` (B, K, W) (best permutation for separation; the speech, source 0, for enhancement).
+    ``refs`` (B, K, W) (best permutation for separation; the speech, source 0, for enhancement):
+    ``si_sdr``/``si_sdri`` of the sampler (when ``config.valid.sampler``) and
+    ``si_sdr_T``/``si_sdri_T`` of the network's one-call estimate at t = T.
     ``on_step(step, steps)`` is called after each sampler step (it may raise to cancel)."""
+    model = build_model(config.model, ema_weights, device, source="EMA weights")
+    seeds = [config.valid.seed + i for i in range(mixes.shape[0])]
+    results = _scores(config, mixes, refs, _one_shot_estimates(model, mixes, seeds), "_T")
+    if config.valid.sampler:
+        settings = replace(
+            config.model.sampler,
+            steps=config.valid.sampler_steps,
+            corrector_steps=config.valid.corrector_steps,
+        )
+        est = sample_windows(model, mixes, seeds, settings, on_step=on_step)
+        results.update(_scores(config, mixes, refs, est, ""))
+    return results
+
+
+@torch.inference_mode()
+def _one_shot_estimates(model: Any, mixes: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    """The network's source estimates at t = T from a prior draw (one call per batch):
+    (B, 1, W) raw mixtures -> (B, K, W) estimates rescaled to their mixture, on the CPU."""
+    from diffsep.model import per_item_noise, window_generators
+    from diffsep.processing import normalize_mixture, rescale_to_mixture
+
+    mix = mixes.to(model.device, torch.float32)
+    mix_norm, _, _ = normalize_mixture(mix)
+    noise_fn = per_item_noise(window_generators(seeds, model.device))
+    prior_mean = model.sde.prior_mean(mix_norm)
+    x_T = model.sde.prior_sample(mix_norm, noise_fn(prior_mean))
+    t = torch.full((mix.shape[0],), model.sde.T, device=model.device)
+    est = model.network(x_T, t, mix_norm, output="sources")
+    return rescale_to_mixture(mix, est).float().cpu()
+
+
+def _scores(
+    config: TrainConfig, mixes: torch.Tensor, refs: torch.Tensor, est: torch.Tensor, suffix: str
+) -> dict[str, float]:
+    """Mean SI-SDR and SI-SDRi (dB) of ``est`` (B, K, W) against ``refs`` (B, K, W): best
+    permutation for separation; the speech (source 0) for enhancement."""
     from diffsep.metrics import pit_si_sdr, si_sdr
 
-    model = build_model(config.model, ema_weights, device, source="EMA weights")
-    settings = replace(
-        config.model.sampler,
-        steps=config.valid.sampler_steps,
-        corrector_steps=config.valid.corrector_steps,
-    )
-    seeds = [config.valid.seed + i for i in range(mixes.shape[0])]
-    est = sample_windows(model, mixes, seeds, settings, on_step=on_step).numpy()
-    mix_np, ref_np = mixes.numpy()[:, 0], refs.numpy()
+    est_np, mix_np, ref_np = est.numpy(), mixes.numpy()[:, 0], refs.numpy()
     scores, improvements = [], []
     for b in range(mixes.shape[0]):
         if config.model.task == "enhancement":
-            score = si_sdr(ref_np[b, 0], est[b, 0])
+            score = si_sdr(ref_np[b, 0], est_np[b, 0])
             base = si_sdr(ref_np[b, 0], mix_np[b])
             scores.append(float(score))
             improvements.append(float(score - base))
         else:
-            _, per_source = pit_si_sdr(ref_np[b], est[b])
+            _, per_source = pit_si_sdr(ref_np[b], est_np[b])
             base = si_sdr(ref_np[b], mix_np[b][None, :])
             scores.append(float(per_source.mean()))
             improvements.append(float((per_source - base).mean()))
-    return {"si_sdr": float(np.mean(scores)), "si_sdri": float(np.mean(improvements))}
+    return {
+        f"si_sdr{suffix}": float(np.mean(scores)),
+        f"si_sdri{suffix}": float(np.mean(improvements)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -829,6 +862,7 @@ def _train(
     status = "finished"
     running_loss: list[float] = []
     step_times: list[float] = []
+    train_cpu = 0.0  # CPU seconds spent in training steps by this process (validation excluded)
 
     def checkpoint_now() -> None:
         nonlocal last_checkpoint, last_save_time
@@ -850,7 +884,7 @@ def _train(
         return last_checkpoint is not None and last_checkpoint.name == _step_name(position.step)
 
     def validate_and_export() -> None:
-        nonlocal last_validation, last_export
+        nonlocal last_validation, last_export, train_cpu
         if not ctx.is_main:
             return
         if valid_items is not None:
@@ -866,7 +900,8 @@ def _train(
             except _ValidationCancelled:
                 log.message(f"validation at step {position.step} cancelled: stop requested")
                 return
-            log.metrics({"kind": "valid", "step": position.step, **last_validation})
+            log.metrics({"kind": "valid", "step": position.step,
+                         "train_cpu_s": round(train_cpu, 1), **last_validation})
             shown = ", ".join(f"{k} {v:.2f} dB" for k, v in last_validation.items())
             log.message(
                 f"validation at step {position.step}: {shown} ({time.monotonic() - start:.0f} s)"
@@ -883,6 +918,7 @@ def _train(
             loader = _epoch_batches(dataset, config, ctx, position.epoch, position.batch_in_epoch)
             for mix, sources in loader:
                 started = time.monotonic()
+                cpu_started = time.process_time()
                 loss_value, grad_norm, lr = _train_step(
                     config,
                     ctx,
@@ -902,6 +938,7 @@ def _train(
                 new_steps += 1
                 last_loss = loss_value
                 elapsed = time.monotonic() - started
+                train_cpu += time.process_time() - cpu_started
                 running_loss.append(loss_value)
                 step_times.append(elapsed)
                 if ctx.is_main and hooks.on_step is not None:
@@ -919,6 +956,7 @@ def _train(
                             "grad_norm": grad_norm,
                             "lr": lr,
                             "s_per_step": mean_time,
+                            "train_cpu_s": round(train_cpu, 1),
                         }
                     )
                     log.message(
