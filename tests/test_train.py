@@ -863,3 +863,15 @@ def test_data_prediction_run_with_curriculum_and_one_shot_validation(tmp_path: P
     assert model.config.parameterisation == "data"
     est = sample_windows(model, torch.randn(2, 1, 400) * 0.1, [0, 1], model.config.sampler)
     assert est.shape == (2, 2, 400) and bool(torch.isfinite(est).all())
+
+
+def test_cpu_budget_pauses_the_run_with_a_last_validation(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, "budget", cpu_minutes=1e-6, steps=50)
+    config = dataclasses.replace(config, valid=dataclasses.replace(config.valid, every=10))
+    losses, result = _losses(config)
+    assert result.status == "paused" and result.step == 1 and len(losses) == 1
+    records = [json.loads(line)
+               for line in (Path(config.output.dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "valid"] == [1]
+    with pytest.raises(ConfigError, match="cpu_minutes"):
+        load_train_config(None, ["optim.cpu_minutes=-1"])

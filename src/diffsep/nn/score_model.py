@@ -110,6 +110,14 @@ class ScoreModel(nn.Module):
             raise ValueError(f"ScoreModel: t must be ({batch},), got {tuple(t.shape)}")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (oneDNN: AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _check_config(config: ModelConfig) -> None:
     """The spectrogram must fit the backbone: bins = image_size, frames padded far enough."""
     stft, backbone = config.stft, config.backbone

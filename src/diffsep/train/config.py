@@ -81,6 +81,8 @@ class OptimConfig:
     SI-SDR of the source estimates plus ``score_weight`` times their implied score-matching
     loss with the weight clipped at ``snr_clip``; see :mod:`diffsep.train.loss`).
     ``compile``: ``torch.compile`` the backbone. ``threads``: CPU threads (0: PyTorch's default).
+    ``cpu_minutes``: pause (resumably) once this process has spent that much CPU time in
+    training steps, for comparisons at equal compute.
     ``init_from``: a model (bundled name, folder, file or Hub id) or a training run/checkpoint
     whose weights start a fresh run (fine-tuning); its architecture must match ``[model]``."""
 
@@ -102,6 +104,7 @@ class OptimConfig:
     snr_clip: float = 5.0
     compile: bool = False
     threads: int = 0
+    cpu_minutes: float = 0.0  # pause the run after this much training CPU time (0: no limit)
     init_from: str = ""  # weights that start a fresh run (see diffsep.train.loop.initial_weights)
 
 
@@ -243,6 +246,7 @@ def validate(config: TrainConfig) -> None:
         (o.score_weight >= 0.0, "optim.score_weight must be >= 0"),
         (o.snr_clip > 0.0, "optim.snr_clip must be positive"),
         (o.threads >= 0, "optim.threads must be >= 0 (0: PyTorch's default)"),
+        (o.cpu_minutes >= 0, "optim.cpu_minutes must be >= 0 (0: no limit)"),
         (v.every >= 0, "valid.every must be >= 0 (0: off)"),
         (v.num_mixtures >= 0, "valid.num_mixtures must be >= 0"),
         (v.seconds > 0, "valid.seconds must be positive"),

@@ -47,7 +47,7 @@ from diffsep import __version__
 from diffsep.config import ModelConfig
 from diffsep.errors import CheckpointError, ConfigError, OutputError
 from diffsep.model import build_model, resolve_device, sample_windows
-from diffsep.nn.score_model import ScoreModel
+from diffsep.nn.score_model import ScoreModel, cpu_has_native_bf16
 from diffsep.sde import make_sde
 from diffsep.train.config import DataConfig, TrainConfig, config_from_json
 from diffsep.train.ema import WeightEMA
@@ -703,10 +703,13 @@ class _Logger:
 
 
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The backbone's autocast dtype: bf16 as configured (CUDA and CPU), fp16 on CUDA only;
-    None (float32) for fp32 and for fp16 on a CPU."""
+    """The backbone's autocast dtype: bf16 as configured on CUDA and on CPUs with native bf16
+    (AVX-512 BF16 / AMX; elsewhere it is emulated and several times slower than float32),
+    fp16 on CUDA only; None (float32) otherwise."""
     precision = config.optim.precision
     if precision == "fp32" or (precision == "fp16" and device.type != "cuda"):
+        return None
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         return None
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
@@ -823,6 +826,9 @@ def _train(
         log.message(f"initialised from {origin}")
 
     network.backbone_dtype = _autocast_dtype(config, device)
+    if config.optim.precision != "fp32" and network.backbone_dtype is None and ctx.is_main:
+        log.message(f"precision {config.optim.precision}: not native on this {device.type}, "
+                    "training in float32")
     if config.optim.compile:
         network.backbone.compile(dynamic=False)
     train_model: nn.Module = network
@@ -985,6 +991,12 @@ def _train(
                     status = "interrupted"
                     break
                 if max_new_steps is not None and new_steps >= max_new_steps and not done:
+                    status = "paused"
+                    break
+                cpu_budget = 60.0 * config.optim.cpu_minutes
+                if cpu_budget and _any_rank(ctx, train_cpu >= cpu_budget) and not done:
+                    if every and position.step % every:
+                        validate_and_export()  # a last point on the learning curve
                     status = "paused"
                     break
                 if done:
