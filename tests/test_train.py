@@ -376,7 +376,7 @@ def _write_group(root: Path, name: str, signals: dict[str, np.ndarray]) -> None:
 
 def test_dataset_folder_names_from_the_config(tmp_path: Path) -> None:
     from diffsep.errors import AudioError
-    from diffsep.train.loop import build_train_dataset, build_valid_dataset
+    from diffsep.train.batches import build_train_dataset, build_valid_dataset
 
     rng = np.random.default_rng(0)
     libri = tmp_path / "Libri2Mix" / "wav8k" / "min" / "train-360"  # LibriMix's own layout
@@ -527,7 +527,8 @@ def _losses(config: TrainConfig, **kw: object) -> tuple[list[float], object]:
 
 def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
     from diffsep.model import load_model, sample_windows
-    from diffsep.train.loop import export_model, latest_checkpoint, read_checkpoint
+    from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
+    from diffsep.train.export import export_model
 
     torch.set_num_threads(1)
     straight_cfg = _tiny_config(tmp_path, "straight")
@@ -585,7 +586,8 @@ def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
 def test_stop_request_cancels_a_validation_under_way(tmp_path: Path) -> None:
     import signal
 
-    from diffsep.train.loop import TrainHooks, latest_checkpoint, train
+    from diffsep.train.checkpoints import latest_checkpoint
+    from diffsep.train.loop import TrainHooks, train
 
     torch.set_num_threads(1)
     config = _tiny_config(tmp_path, "stopped", steps=6)
@@ -641,7 +643,7 @@ def test_ddp_gloo_two_processes(tmp_path: Path) -> None:
     assert ranks[0]["step"] == ranks[1]["step"] == 2
     assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
     # the weights moved away from the (shared) initialisation
-    from diffsep.train.loop import latest_checkpoint, read_checkpoint
+    from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
 
     _, state = read_checkpoint(latest_checkpoint(config.output.dir))
     torch.manual_seed(config.optim.seed)
@@ -710,7 +712,7 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
 
 
 def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> None:
-    from diffsep.train.loop import latest_checkpoint, read_checkpoint
+    from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
 
     torch.set_num_threads(1)
     base_cfg = _tiny_config(tmp_path, "base")
@@ -741,7 +743,7 @@ def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> No
 
 
 def latest_checkpoint_name(run: Path) -> str:
-    from diffsep.train.loop import latest_checkpoint
+    from diffsep.train.checkpoints import latest_checkpoint
 
     found = latest_checkpoint(run)
     return found.name if found else ""
@@ -750,7 +752,8 @@ def latest_checkpoint_name(run: Path) -> str:
 def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None:
     import signal
 
-    from diffsep.train.loop import TrainHooks, latest_checkpoint, train
+    from diffsep.train.checkpoints import latest_checkpoint
+    from diffsep.train.loop import TrainHooks, train
 
     config = _tiny_config(tmp_path, "signal", steps=5)
     config = dataclasses.replace(config, valid=dataclasses.replace(config.valid, every=0))
@@ -817,7 +820,7 @@ def test_enhancement_run(tmp_path: Path) -> None:
     from diffsep.train.loop import train
 
     result = train(config, device="cpu")
-    assert result.status == "finished" and set(result.validation) == {"si_sdr", "si_sdri"}
+    assert result.status == "finished" and set(result.validation) == {"si_sdr", "si_sdri", "si_sdr_T", "si_sdri_T"}
     assert all(math.isfinite(v) for v in result.validation.values())
     loaded = load_model(result.export, device="cpu")
     assert loaded.config.task == "enhancement" and loaded.config.sde.kind == "prior_mix"

@@ -324,9 +324,9 @@ def _parse_yaml(text: str) -> Any:
         for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float", re.compile(_YAML_FLOAT, re.X), list("-+0123456789.")
+        "tag:yaml.org,2002:float", re.compile(_YAML_FLOAT, re.VERBOSE), list("-+0123456789.")
     )
-    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=Loader)
 
 
 def _check_plain(value: Any, where: str) -> None:
