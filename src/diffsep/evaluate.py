@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from diffsep import __version__, metrics
+from diffsep.atomic import replacing
 from diffsep.audio import read_audio
 from diffsep.errors import AudioError, ConfigError, OutputError
 from diffsep.inputs import AUDIO_EXTENSIONS, is_audio_name
@@ -938,12 +939,10 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
         raise OutputError(f"{target}: is a folder")
     if not target.parent.is_dir():
         raise OutputError(f"{target}: folder {target.parent} does not exist")
-    temp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, target)
+        with replacing(target) as temp:
+            temp.write_text(text, encoding="utf-8")
     except OSError as err:
-        temp.unlink(missing_ok=True)
         raise OutputError(f"{target}: cannot write ({err.strerror or err})") from None
     return target
 
@@ -1009,7 +1008,8 @@ def plot_distributions(
     if title:
         figure.suptitle(title, fontsize=10)
     try:
-        figure.savefig(target, dpi=120)
+        with replacing(target) as temp:
+            figure.savefig(temp, dpi=120)
     except (OSError, ValueError) as err:
         raise OutputError(f"{target}: cannot write the plot ({err})") from None
     return target

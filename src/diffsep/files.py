@@ -17,19 +17,14 @@ from typing import Any
 import torch
 
 from diffsep import __version__
-from diffsep.audio import (
-    AtomicAudioWriter,
-    check_min_length,
-    commit_all,
-    probe_audio,
-    stream_model_audio,
-)
+from diffsep.audio import check_min_length, probe_audio, stream_model_audio
 from diffsep.config import Task
 from diffsep.errors import DiffsepError
 from diffsep.inputs import InputFile, default_template, plan_outputs, stem_names
 from diffsep.model import DiffSepModel
 from diffsep.separator import FileJob, FileResult, Reporter, SilentReporter, run_jobs
 from diffsep.settings import OutputSettings, RunSettings
+from diffsep.writer import AtomicAudioWriter, commit_all
 
 
 @dataclass(frozen=True)

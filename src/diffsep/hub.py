@@ -30,7 +30,7 @@ from typing import Any
 
 from diffsep.checkpoint import AUTHORS_CHECKPOINT_SUFFIXES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from diffsep.config import Task
-from diffsep.errors import CheckpointError, ConfigError, ModelNotFoundError
+from diffsep.errors import CheckpointError, ConfigError, ModelNotFoundError, first_lines
 
 __all__ = [
     "AUTHORS_CHECKPOINT_NAME",
@@ -422,9 +422,8 @@ def _download(
             repo_id, revision, "downloads are disabled (HF_HUB_OFFLINE=1)", settings
         ) from None
     except errors.HfHubHTTPError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelNotFoundError(
-            f"cannot download from Hugging Face repo '{repo_id}{at}': {first_line}"
+            f"cannot download from Hugging Face repo '{repo_id}{at}': {first_lines(err)}"
         ) from None
     except ValueError as err:  # huggingface_hub's HFValidationError for ids it rejects
         raise ModelNotFoundError(

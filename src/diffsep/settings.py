@@ -15,12 +15,13 @@ from typing import Literal
 
 import torch
 
-from diffsep.audio import ChannelMode, choose_subtype, format_from_extension, parse_channel_mode
+from diffsep.audio import ChannelMode, parse_channel_mode
 from diffsep.chunking import WindowPlan, model_window_plan
 from diffsep.config import DEFAULT_OVERLAP, SamplerConfig
 from diffsep.errors import ConfigError
 from diffsep.model import DiffSepModel
 from diffsep.sampling import check_sampler_settings
+from diffsep.writer import choose_subtype, format_from_extension
 
 MAX_SEED = 2**31 - 1
 
