@@ -6,11 +6,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffsep.writer import AtomicAudioWriter, commit_all
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class AtomicGroup:
@@ -48,7 +51,7 @@ class AtomicGroup:
         for writer in self.writers:
             writer.abort()
 
-    def __enter__(self) -> AtomicGroup:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from conftest import speech_like
 
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "score_model.sh"

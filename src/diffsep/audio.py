@@ -12,16 +12,19 @@ User-caused problems raise :class:`~diffsep.errors.AudioError` (inputs) or
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import soundfile as sf
 
 from diffsep.errors import AudioError, ConfigError
 from diffsep.resample import ResampleQuality, StreamResampler, resampled_length
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 ChannelMode = Literal["mix", "first", "each"] | int
 """How a multi-channel input becomes model input.
@@ -247,13 +250,13 @@ class ModelAudioStream(Iterator[np.ndarray]):
         """Stop early and close the file."""
         self._blocks.close()
 
-    def __enter__(self) -> ModelAudioStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _generate(self) -> Iterator[np.ndarray]:
+    def _generate(self) -> Generator[np.ndarray, None, None]:
         info = self.info
         path = info.path
         resampler = StreamResampler(info.sample_rate, self.model_rate, self.channels,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -31,6 +31,10 @@ from diffsep.config import DEFAULT_OVERLAP, Task
 from diffsep.errors import DiffsepError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+    from typing_extensions import Self
+
+    from diffsep.evaluate import EvalPlan, EvalSettings, Summary
     from diffsep.model import DiffSepModel
     from diffsep.separator import FileJob, FileResult
     from diffsep.settings import RunSettings
@@ -317,7 +321,7 @@ class _ProgressReporter:
         self.steps_task = self.progress.add_task("diffusion steps", total=settings.sampler.steps)
         self.expected_windows = 0
 
-    def __enter__(self) -> _ProgressReporter:
+    def __enter__(self) -> Self:
         self.progress.__enter__()
         return self
 
@@ -578,7 +582,7 @@ def _run_eval(*, ref: Path, est: Path, mix: Optional[Path], pattern: Optional[st
         note(f"wrote {plot}")
 
 
-def _eval_labels(settings: Any) -> dict[str, str]:
+def _eval_labels(settings: EvalSettings) -> dict[str, str]:
     from diffsep.evaluate import COLUMN_LABELS
 
     labels = dict(COLUMN_LABELS)
@@ -587,7 +591,8 @@ def _eval_labels(settings: Any) -> dict[str, str]:
     return labels
 
 
-def _eval_table(plan: Any, settings: Any, summary: dict[str, Any], num_files: int) -> Any:
+def _eval_table(plan: EvalPlan, settings: EvalSettings, summary: dict[str, Summary],
+                num_files: int) -> Table:
     import math
 
     from rich.table import Table

@@ -22,7 +22,14 @@ from diffsep.config import Task
 from diffsep.errors import DiffsepError
 from diffsep.inputs import InputFile, default_template, plan_outputs, stem_names
 from diffsep.model import DiffSepModel
-from diffsep.separator import FileJob, FileResult, Reporter, SilentReporter, run_jobs
+from diffsep.separator import (
+    FileJob,
+    FileResult,
+    FileStatus,
+    Reporter,
+    SilentReporter,
+    run_jobs,
+)
 from diffsep.settings import OutputSettings, RunSettings
 from diffsep.writer import AtomicAudioWriter, commit_all
 
@@ -96,7 +103,7 @@ class RunSummary:
     settings: RunSettings
     files: tuple[FileResult, ...]
 
-    def count(self, status: str) -> int:
+    def count(self, status: FileStatus) -> int:
         """Number of inputs with this status (``ok``, ``failed`` or ``skipped``)."""
         return sum(1 for result in self.files if result.status == status)
 

@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from diffsep.checkpoint import AUTHORS_CHECKPOINT_SUFFIXES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from diffsep.config import Task
@@ -246,7 +246,7 @@ def _progress_class(on_progress: ProgressCallback | None) -> type:
     """A tqdm class that draws nothing and reports bytes to ``on_progress``."""
     from tqdm.auto import tqdm
 
-    class _ReportingBar(tqdm):  # type: ignore[misc]
+    class _ReportingBar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._label = str(kwargs.get("desc") or "")
             self._done = int(kwargs.get("initial") or 0)
@@ -452,7 +452,7 @@ class ModelInfo:
     name: str  # what to pass to --model
     task: Task
     sample_rate: int
-    source: str  # "bundled" or "hub"
+    source: Literal["bundled", "hub"]
     description: str
     location: Path | None  # local folder/file when available without network
     default: bool

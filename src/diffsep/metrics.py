@@ -32,6 +32,7 @@ import importlib.util
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -41,7 +42,10 @@ from diffsep.resample import resample_hq
 CLAMP_DB = 100.0
 MAX_PIT_SOURCES = MAX_BRUTE_FORCE_SOURCES  # 8! = 40320 permutations per file
 
-PESQ_RATES = {"nb": 8000, "wb": 16000}
+PesqMode = Literal["nb", "wb"]
+"""Narrow-band (P.862, 8 kHz) or wide-band (P.862.2, 16 kHz) PESQ."""
+
+PESQ_RATES: dict[PesqMode, int] = {"nb": 8000, "wb": 16000}
 ESTOI_RATE = 10000  # pystoi's internal rate (informational; pystoi resamples itself)
 DNSMOS_RATE = 16000
 DNSMOS_WINDOW_S = 9.01
@@ -180,7 +184,7 @@ def pit_si_sdr(
 # ---------------------------------------------------------------- PESQ, ESTOI
 
 
-def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str) -> float:
+def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: PesqMode) -> float:
     """PESQ MOS-LQO of ``est`` against ``ref`` ((N,) each at ``sample_rate`` Hz).
 
     ``mode`` 'nb' (P.862 at 8 kHz) or 'wb' (P.862.2 at 16 kHz); other rates are resampled with

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -81,8 +81,8 @@ def run_settings(
 ) -> RunSettings:
     """Settings for running ``model``: every None takes the model's default (its sampler
     settings and window, a random seed, :func:`default_batch_size`). ConfigError if invalid."""
-    overrides = {"steps": steps, "snr": snr, "corrector_steps": corrector_steps,
-                 "denoise": denoise}
+    overrides: dict[str, Any] = {"steps": steps, "snr": snr, "corrector_steps": corrector_steps,
+                                 "denoise": denoise}
     sampler = replace(model.config.sampler,
                       **{name: value for name, value in overrides.items() if value is not None})
     return RunSettings(

@@ -10,12 +10,13 @@ the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import soundfile as sf
@@ -24,6 +25,11 @@ from diffsep.atomic import interrupts_deferred, remove_quietly, temporary_siblin
 from diffsep.audio import DEFAULT_BLOCK_FRAMES, first_non_finite, libsndfile_reason
 from diffsep.errors import ConfigError, OutputError
 from diffsep.resample import ResampleQuality, StreamResampler
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+WriterState = Literal["new", "open", "finished", "committed", "aborted"]
 
 SAMPLE_FORMATS: dict[str, str] = {"int16": "PCM_16", "int24": "PCM_24", "float32": "FLOAT"}
 """CLI-style sample formats (``--int24``, ``--float32``) -> libsndfile subtypes."""
@@ -188,7 +194,7 @@ class AtomicAudioWriter:
             if source_rate is not None and int(source_rate) != self.sample_rate
             else None
         )
-        self._state = "new"
+        self._state: WriterState = "new"
         self._file: sf.SoundFile | None = None
         self.temp_path = self._open()
 
@@ -334,19 +340,17 @@ class AtomicAudioWriter:
         if self._state in ("committed", "aborted"):
             return
         if self._file is not None and not self._file.closed:
-            try:
+            with contextlib.suppress(Exception):  # best effort while cleaning up
                 self._file.close()
-            except Exception:  # noqa: BLE001 - best effort while cleaning up
-                pass
         remove_quietly(self.temp_path)
         self._state = "aborted"
 
     @property
-    def state(self) -> str:
+    def state(self) -> WriterState:
         """``'open'``, ``'finished'`` (closed, not renamed), ``'committed'`` or ``'aborted'``."""
         return self._state
 
-    def __enter__(self) -> AtomicAudioWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -361,11 +365,9 @@ class AtomicAudioWriter:
             self.abort()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # never raise from a finaliser
             if getattr(self, "_state", None) in ("open", "finished"):
                 self.abort()
-        except Exception:  # noqa: BLE001 - never raise from a finaliser
-            pass
 
 
 def commit_all(writers: Sequence[AtomicAudioWriter]) -> list[Path]:

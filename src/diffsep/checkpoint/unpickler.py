@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import pickle
 import types
 import typing
@@ -35,6 +36,10 @@ class _InertStub:
     """
 
     qualified_name: typing.ClassVar[str] = "?"
+    args: tuple[Any, ...]
+    state: Any
+    items: dict[Any, Any]
+    elements: list[Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _InertStub:  # noqa: PYI034
         obj = object.__new__(cls)
@@ -102,6 +107,10 @@ def _numpy_global(name: str) -> Any:
     return table[name]
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 def _exact_globals() -> dict[str, Callable[[], Any]]:
     """Module-qualified name -> factory of the real object admitted for it."""
     table: dict[str, Callable[[], Any]] = {
@@ -129,7 +138,7 @@ def _exact_globals() -> dict[str, Callable[[], Any]]:
     table["numpy.ndarray"] = lambda: _numpy_global("ndarray")
     for module in _BUILTIN_MODULES:
         for name, cls in _BUILTIN_TYPES.items():
-            table[f"{module}.{name}"] = lambda cls=cls: cls
+            table[f"{module}.{name}"] = functools.partial(_identity, cls)
     return table
 
 

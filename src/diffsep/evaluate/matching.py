@@ -8,12 +8,16 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from diffsep import metrics
 from diffsep.errors import AudioError, ConfigError
 from diffsep.inputs import AUDIO_EXTENSIONS, is_audio_name
 
 LIST_SHOWN = 5
+
+ReferenceLayout = Literal["sources", "clean", "flat"]
+"""``s1/ .. sK/`` (+ ``mix/``), ``clean/`` (+ ``noisy/``), or the files themselves."""
 
 
 
@@ -38,7 +42,7 @@ class EvalPlan:
     ref_dir: Path
     est_dir: Path
     mix_dir: Path | None
-    ref_layout: str
+    ref_layout: ReferenceLayout
     pattern: str
     num_sources: int
     items: tuple[EvalItem, ...]
@@ -111,7 +115,7 @@ def _source_folders(ref_dir: Path) -> list[Path]:
     return [ref_dir / f"s{n}" for n in numbers]
 
 
-def detect_reference_layout(ref_dir: Path) -> tuple[str, list[Path], Path | None]:
+def detect_reference_layout(ref_dir: Path) -> tuple[ReferenceLayout, list[Path], Path | None]:
     """``(layout, source folders, mixture folder or None)`` of a reference folder.
 
     See the module docstring for the layouts.
@@ -131,7 +135,7 @@ def detect_reference_layout(ref_dir: Path) -> tuple[str, list[Path], Path | None
     return "flat", [ref_dir], None
 
 
-def _reference_names(layout: str, folders: Sequence[Path]) -> list[dict[str, Path]]:
+def _reference_names(layout: ReferenceLayout, folders: Sequence[Path]) -> list[dict[str, Path]]:
     """Per source folder, name -> path; checks that every folder holds the same names."""
     per_source = [_audio_by_name(folder) for folder in folders]
     if not per_source[0]:
@@ -265,7 +269,7 @@ class EstimatePattern:
             return f"{name} (source {k})"
 
 
-def default_pattern(layout: str) -> str:
+def default_pattern(layout: ReferenceLayout) -> str:
     """The estimate pattern used when none is given: ``s{k}/{name}`` or ``{name}``."""
     return "s{k}/{name}" if layout == "sources" else "{name}"
 

@@ -78,7 +78,9 @@ def settings_metadata(plan: EvalPlan, settings: EvalSettings) -> dict[str, Any]:
     if "pesq" in settings.metrics:
         meta["pesq"] = {
             "mode": settings.pesq_mode,
-            "sample_rate": metrics.PESQ_RATES.get(settings.pesq_mode or ""),
+            "sample_rate": (
+                None if settings.pesq_mode is None else metrics.PESQ_RATES[settings.pesq_mode]
+            ),
             "resampler": "soxr HQ",
         }
     if "estoi" in settings.metrics:

@@ -15,6 +15,7 @@ from diffsep import metrics
 from diffsep.audio import read_audio
 from diffsep.errors import AudioError, ConfigError
 from diffsep.evaluate.matching import EvalItem, EvalPlan
+from diffsep.metrics import PesqMode
 
 METRICS: tuple[str, ...] = ("si_sdr", "si_sdri", "sdr", "pesq", "estoi", "dnsmos")
 """Metric names accepted by ``--metrics``, in report order."""
@@ -54,7 +55,7 @@ class EvalSettings:
     """Which metrics to compute and how. ``pesq_mode`` is 'nb' or 'wb' when PESQ is asked for."""
 
     metrics: tuple[str, ...]
-    pesq_mode: str | None = None
+    pesq_mode: PesqMode | None = None
     zero_mean: bool = False
 
     def columns(self) -> list[str]:
@@ -113,13 +114,17 @@ def choose_metrics(
     return tuple(m for m in METRICS if m in requested), []
 
 
-def resolve_pesq_mode(mode: str, sample_rate: int) -> str:
+def resolve_pesq_mode(text: str, sample_rate: int) -> PesqMode:
     """``auto`` -> 'nb' below 16 kHz, else 'wb'; checks that ``sample_rate`` supports the mode."""
-    mode = mode.lower()
-    if mode == "auto":
+    text = text.lower()
+    if text == "auto":
         return "nb" if sample_rate < 16000 else "wb"
-    if mode not in metrics.PESQ_RATES:
-        raise ConfigError(f"unknown PESQ mode {mode!r}: use auto, nb or wb")
+    if text == "nb":
+        mode: PesqMode = "nb"
+    elif text == "wb":
+        mode = "wb"
+    else:
+        raise ConfigError(f"unknown PESQ mode {text!r}: use auto, nb or wb")
     if sample_rate < metrics.PESQ_RATES[mode]:
         raise ConfigError(
             f"{mode} PESQ needs audio at {metrics.PESQ_RATES[mode]} Hz or more; the files are at "
