@@ -404,6 +404,7 @@ def test_invalid_format_combinations_raise_config_error(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow  # starts an interpreter
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs RLIMIT_FSIZE (POSIX)")
 def test_disk_full_becomes_output_error_and_cleans_up(tmp_path):
     """A file-size limit makes writes fail with EFBIG, like a full disk."""

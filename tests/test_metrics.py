@@ -251,6 +251,7 @@ def dnsmos_scorer() -> M.DnsmosP835:
     return M.DnsmosP835()
 
 
+@pytest.mark.slow  # runs the DNSMOS networks
 def test_dnsmos_matches_the_speechmos_implementation(dnsmos_scorer, monkeypatch) -> None:
     """speechmos.dnsmos.run is the packaged reference. It imports librosa (only for its P.808
     model, whose output we do not use) and requests (unused); stub both so the check runs
@@ -281,6 +282,7 @@ def test_dnsmos_matches_the_speechmos_implementation(dnsmos_scorer, monkeypatch)
     assert 1.0 < ours["ovrl"] < 5.0
 
 
+@pytest.mark.slow  # runs the DNSMOS networks
 def test_dnsmos_runs_offline(dnsmos_scorer, monkeypatch) -> None:
     def no_network(*args, **kwargs):
         raise AssertionError("DNSMOS tried to open a network connection")
