@@ -2,14 +2,17 @@
 
 :func:`temporary_sibling` makes the hidden temporary (``.NAME.partial-XXXXXXXX.EXT``, which
 input discovery skips); :func:`replacing` writes through one and renames it into place;
-:func:`interrupts_deferred` holds Ctrl-C back while several renames must happen together.
+:func:`replacing_folder` does the same for a whole folder; :func:`interrupts_deferred` holds
+Ctrl-C back while several renames must happen together.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +54,35 @@ def replacing(path: Path) -> Iterator[Path]:
         os.replace(temp, path)
     finally:
         remove_quietly(temp)
+
+
+@contextmanager
+def replacing_folder(folder: Path) -> Iterator[Path]:
+    """Yield an empty hidden staging folder beside ``folder`` to fill; a clean exit puts it in
+    place of ``folder`` (an existing one is moved aside first and put back if the rename
+    fails), an exception deletes it. ``folder`` is always absent, the old one or the new one."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield staging
+        _swap_into_place(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_into_place(staging: Path, folder: Path) -> None:
+    """Rename ``staging`` to ``folder``; an existing ``folder`` is moved aside first."""
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    retired.rmdir()
+    os.rename(folder, retired)
+    try:
+        os.rename(staging, folder)
+    except OSError:
+        os.rename(retired, folder)  # put the old one back
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 @contextmanager

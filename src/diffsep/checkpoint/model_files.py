@@ -9,8 +9,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import torch
 
 from diffsep import __version__
-from diffsep.atomic import replacing
+from diffsep.atomic import replacing, replacing_folder
 from diffsep.checkpoint.authors import (
     AUTHORS_CHECKPOINT_SUFFIXES,
     read_authors_checkpoint,
@@ -105,42 +103,23 @@ def save_model_folder(
         raise OutputError(f"{folder}: exists and is not a folder")
     tensors = _tensors_for_saving(state_dict, dtype, folder)
     config_json = json.dumps({**config.to_dict(), _META_VERSION: __version__}, indent=2) + "\n"
-    parent = folder.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
+        folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{folder}: cannot create ({err.strerror or err})") from None
     try:
-        _write_text(staging / CONFIG_NAME, config_json)
-        save_file(tensors, str(staging / WEIGHTS_NAME), metadata=_safetensors_metadata(config))
-        _fsync_file(staging / WEIGHTS_NAME)
-        _write_text(staging / CARD_NAME, card if card is not None else model_card(config))
-        for file in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
-            os.chmod(staging / file, 0o644)  # safetensors creates its file private
-        os.chmod(staging, 0o755)
-        _swap_into_place(staging, folder)
+        with replacing_folder(folder) as staging:
+            _write_text(staging / CONFIG_NAME, config_json)
+            save_file(tensors, str(staging / WEIGHTS_NAME),
+                      metadata=_safetensors_metadata(config))
+            _fsync_file(staging / WEIGHTS_NAME)
+            _write_text(staging / CARD_NAME, card if card is not None else model_card(config))
+            for file in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+                os.chmod(staging / file, 0o644)  # safetensors creates its file private
+            os.chmod(staging, 0o755)
     except OSError as err:
         raise OutputError(f"{folder}: cannot write model ({err.strerror or err})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _swap_into_place(staging: Path, folder: Path) -> None:
-    """Rename ``staging`` to ``folder``; an existing ``folder`` is moved aside first."""
-    if not folder.exists():
-        os.rename(staging, folder)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-    retired.rmdir()
-    os.rename(folder, retired)
-    try:
-        os.rename(staging, folder)
-    except OSError:
-        os.rename(retired, folder)  # put the old model back
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def save_model_file(
