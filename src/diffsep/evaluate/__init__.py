@@ -1,6 +1,7 @@
 """Score a folder of estimates against a folder of references. The metrics themselves are in
 :mod:`diffsep.metrics`; here: matching (:mod:`.matching`), scoring one file (:mod:`.scoring`),
-many files in worker processes (:mod:`.pool`), aggregates and reports (:mod:`.reports`).
+many files in worker processes (:mod:`.pool`), aggregates and reports (:mod:`.reports`), and
+:mod:`.run`, which puts them together for ``diffsep eval``.
 
 Layouts
 -------
@@ -53,6 +54,12 @@ from diffsep.evaluate.reports import (
     undefined_files,
     write_text,
 )
+from diffsep.evaluate.run import (
+    PreparedEvaluation,
+    column_labels,
+    prepare_evaluation,
+    score_warnings,
+)
 from diffsep.evaluate.scoring import (
     COLUMN_LABELS,
     EXTRA_HINT,
@@ -72,7 +79,8 @@ from diffsep.evaluate.scoring import (
 __all__ = [
     "CONFIDENCE_LEVEL", "COLUMN_LABELS", "EXTRA_HINT", "HEAVY_METRICS", "LENGTH_TOLERANCE_S",
     "METRICS", "METRIC_COLUMNS", "EstimatePattern", "EvalItem", "EvalPlan", "EvalSettings",
-    "FileScores", "Summary", "check_outputs", "choose_metrics", "csv_text", "default_jobs",
+    "FileScores", "PreparedEvaluation", "Summary", "column_labels", "prepare_evaluation",
+    "score_warnings", "check_outputs", "choose_metrics", "csv_text", "default_jobs",
     "default_pattern", "detect_reference_layout", "evaluate", "length_mismatches",
     "parse_metric_names", "plan_evaluation", "plot_distributions", "probe_sample_rate",
     "report_dict", "resolve_pesq_mode", "score_item", "settings_metadata", "short_list",
