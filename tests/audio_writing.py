@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from diffsep.writer import AtomicAudioWriter, commit_all
 
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
-
-class AtomicGroup:
+class AtomicGroup(contextlib.AbstractContextManager["AtomicGroup"]):
     """Context manager committing several :class:`AtomicAudioWriter` together (see
     :func:`commit_all`): on a clean exit all are committed, on any exception all are aborted.
 
@@ -51,19 +48,8 @@ class AtomicGroup:
         for writer in self.writers:
             writer.abort()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        (self.abort if exc_type is not None else self.commit)()
 
 
 def write_audio(

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -97,29 +97,38 @@ def save_model_folder(
     from safetensors.torch import save_file
 
     folder = Path(folder).expanduser()
-    if folder.exists() and not overwrite:
-        raise OutputError(f"{folder}: already exists (pass overwrite=True to replace it)")
+    _check_target(folder, overwrite)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: exists and is not a folder")
     tensors = _tensors_for_saving(state_dict, dtype, folder)
     config_json = json.dumps({**config.to_dict(), _META_VERSION: __version__}, indent=2) + "\n"
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{folder}: cannot create ({err.strerror or err})") from None
-    try:
-        with replacing_folder(folder) as staging:
-            _write_text(staging / CONFIG_NAME, config_json)
-            save_file(tensors, str(staging / WEIGHTS_NAME),
-                      metadata=_safetensors_metadata(config))
-            _fsync_file(staging / WEIGHTS_NAME)
-            _write_text(staging / CARD_NAME, card if card is not None else model_card(config))
-            for file in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
-                os.chmod(staging / file, 0o644)  # safetensors creates its file private
-            os.chmod(staging, 0o755)
-    except OSError as err:
-        raise OutputError(f"{folder}: cannot write model ({err.strerror or err})") from None
+    with _model_output(folder), replacing_folder(folder) as staging:
+        _write_text(staging / CONFIG_NAME, config_json)
+        save_file(tensors, str(staging / WEIGHTS_NAME), metadata=_safetensors_metadata(config))
+        _fsync_file(staging / WEIGHTS_NAME)
+        _write_text(staging / CARD_NAME, card if card is not None else model_card(config))
+        for file in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+            os.chmod(staging / file, 0o644)  # safetensors creates its file private
+        os.chmod(staging, 0o755)
     return folder
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target}: already exists (pass overwrite=True to replace it)")
+
+
+@contextlib.contextmanager
+def _model_output(target: Path) -> Iterator[None]:
+    """Create ``target``'s parent folder; an OSError while writing becomes OutputError."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{target}: cannot create ({err.strerror or err})") from None
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"{target}: cannot write model ({err.strerror or err})") from None
 
 
 def save_model_file(
@@ -136,20 +145,12 @@ def save_model_file(
     path = Path(path).expanduser()
     if path.suffix != ".safetensors":
         raise OutputError(f"{path}: a single-file model must end in .safetensors")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists (pass overwrite=True to replace it)")
+    _check_target(path, overwrite)
     tensors = _tensors_for_saving(state_dict, dtype, path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot create ({err.strerror or err})") from None
-    try:
-        with replacing(path) as temp:
-            save_file(tensors, str(temp), metadata=_safetensors_metadata(config))
-            _fsync_file(temp)
-            os.chmod(temp, 0o644)
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write model ({err.strerror or err})") from None
+    with _model_output(path), replacing(path) as temp:
+        save_file(tensors, str(temp), metadata=_safetensors_metadata(config))
+        _fsync_file(temp)
+        os.chmod(temp, 0o644)
     return path
 
 
