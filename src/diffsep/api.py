@@ -1,4 +1,4 @@
-"""The Python API: load a model once, then separate or enhance in-memory signals.
+"""The Python API: load a model once, then separate or enhance in-memory signals or files.
 
 >>> import diffsep                                              # doctest: +SKIP
 >>> model = diffsep.load_model()                                # bundled separation model
@@ -11,46 +11,65 @@ path as the command line.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
+from diffsep.audio import ChannelMode
 from diffsep.loading import load_model
 from diffsep.model import DiffSepModel
 from diffsep.separator import separate_array
-from diffsep.settings import RunOptions, run_settings
+from diffsep.settings import DEFAULT_OVERLAP, run_settings
 
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
-__all__ = ["RunOptions", "enhance", "load_model", "separate"]
+__all__ = ["enhance", "load_model", "separate"]
 
 
 def separate(
     model: DiffSepModel,
     waveform: np.ndarray | torch.Tensor,
     sample_rate: int,
-    **options: Unpack[RunOptions],
+    *,
+    steps: int | None = None,
+    snr: float | None = None,
+    corrector_steps: int | None = None,
+    denoise: bool | None = None,
+    seed: int | None = None,
+    segment: float | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int | None = None,
+    channels: ChannelMode | str = "mix",
 ) -> np.ndarray:
     """Separate ``waveform`` ((N,) or (C, N), float, ``sample_rate`` Hz) into its sources.
 
     Returns ``(K, N)`` float32 at ``sample_rate`` (``(K, C, N)`` with ``channels='each'``).
-    ``options`` (:class:`~diffsep.settings.RunOptions`): ``steps``, ``snr``,
-    ``corrector_steps``, ``denoise`` and the window (``segment`` seconds, ``overlap``) default
-    to the model's; ``seed`` makes the result reproducible; ``batch_size`` defaults to 1 on the
-    CPU, 8 on CUDA; ``channels`` to ``'mix'``.
+    Sampler settings and the window (``segment``, seconds) default to the model's; ``seed``
+    makes the result reproducible; ``batch_size`` defaults to 1 on the CPU, 8 on CUDA.
     """
-    return separate_array(model, waveform, sample_rate, run_settings(model, **options))
+    settings = run_settings(
+        model, steps=steps, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
+        seed=seed, segment=segment, overlap=overlap, batch_size=batch_size, channels=channels,
+    )
+    return separate_array(model, waveform, sample_rate, settings)
 
 
 def enhance(
     model: DiffSepModel,
     waveform: np.ndarray | torch.Tensor,
     sample_rate: int,
-    **options: Unpack[RunOptions],
+    *,
+    steps: int | None = None,
+    snr: float | None = None,
+    corrector_steps: int | None = None,
+    denoise: bool | None = None,
+    seed: int | None = None,
+    segment: float | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int | None = None,
+    channels: ChannelMode | str = "mix",
 ) -> np.ndarray:
     """Enhance ``waveform`` with an enhancement model: the speech estimate, same shape as a
-    single source of :func:`separate` ((N,), or (C, N) with ``channels='each'``); the same
-    ``options``."""
-    return separate_array(model, waveform, sample_rate, run_settings(model, **options))[0]
+    single source of :func:`separate` ((N,), or (C, N) with ``channels='each'``)."""
+    settings = run_settings(
+        model, steps=steps, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
+        seed=seed, segment=segment, overlap=overlap, batch_size=batch_size, channels=channels,
+    )
+    return separate_array(model, waveform, sample_rate, settings)[0]

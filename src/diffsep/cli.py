@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -31,6 +32,7 @@ from diffsep.errors import DiffsepError
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from typing_extensions import Self
 
     from diffsep.evaluate import EvalPlan, EvalSettings, Summary
     from diffsep.model import DiffSepModel
@@ -265,8 +267,7 @@ def _file_command(task: Task, default_out: str) -> Callable[..., None]:
                 seed=seed, segment=segment, overlap=overlap, batch_size=batch_size,
                 channels=channel_mode,
             )
-            reporter = _ProgressReporter(stderr, quiet, loaded, settings)
-            with reporter.progress:
+            with _ProgressReporter(stderr, quiet, loaded, settings) as reporter:
                 summary = separate_files(loaded, found, out, settings, output, reporter)
         except DiffsepError as err:
             raise _fail(str(err))
@@ -319,6 +320,18 @@ class _ProgressReporter:
         self.windows_task = self.progress.add_task("windows", total=None)
         self.steps_task = self.progress.add_task("diffusion steps", total=settings.sampler.steps)
         self.expected_windows = 0
+
+    def __enter__(self) -> Self:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.__exit__(exc_type, exc, tb)
 
     def run_started(self, files: int) -> None:
         if not self.quiet:

@@ -1,8 +1,7 @@
 """What a run was asked to do, built and checked in one place for the CLI and the Python API.
 
 * :class:`RunSettings`: sampler settings, windows, seed, batch size and channel policy;
-  :func:`run_settings` builds them from the user's :class:`RunOptions`, filling the model's
-  defaults in for every option left out.
+  :func:`run_settings` fills the model's defaults in for every option left as None.
 * :class:`OutputSettings`: how outputs are named and encoded; :func:`output_settings`.
 
 Both are frozen: once built they are valid, and every later stage only reads them.
@@ -12,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import Any, Literal
 
 import torch
 
@@ -24,15 +23,11 @@ from diffsep.model import DiffSepModel
 from diffsep.sampling import check_sampler_settings
 from diffsep.writer import choose_subtype, format_from_extension
 
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
 MAX_SEED = 2**31 - 1
 
 SampleFormat = Literal["int16", "int24", "float32"]
 
-__all__ = ["DEFAULT_OVERLAP", "MAX_SEED", "OutputSettings", "RunOptions", "RunSettings",
-           "SampleFormat",
+__all__ = ["DEFAULT_OVERLAP", "MAX_SEED", "OutputSettings", "RunSettings", "SampleFormat",
            "choose_seed", "default_batch_size", "output_settings", "run_settings"]
 
 
@@ -71,44 +66,29 @@ def default_batch_size(device: torch.device) -> int:
     return 8 if device.type == "cuda" else 1
 
 
-class RunOptions(TypedDict, total=False):
-    """What a user may choose for a run (the CLI's options, the API's keywords). Every option
-    left out, or None, takes the model's default.
-
-    steps, snr, corrector_steps, denoise: sampler settings (:class:`~diffsep.config.SamplerConfig`).
-    seed: ``[0, 2**31 - 1]``; None draws one (reported, so the run can be repeated).
-    segment: window in seconds (the model's own window by default); overlap: fraction of it.
-    batch_size: windows per network call (:func:`default_batch_size`).
-    channels: ``'mix'``, ``'first'``, ``'each'`` or a 0-based channel index.
-    """
-
-    steps: int | None
-    snr: float | None
-    corrector_steps: int | None
-    denoise: bool | None
-    seed: int | None
-    segment: float | None
-    overlap: float
-    batch_size: int | None
-    channels: ChannelMode | str
-
-
-_SAMPLER_OPTIONS = ("steps", "snr", "corrector_steps", "denoise")
-
-
-def run_settings(model: DiffSepModel, **options: Unpack[RunOptions]) -> RunSettings:
-    """Settings for running ``model`` with the user's ``options`` (see :class:`RunOptions`),
-    built and checked here for the CLI and the API alike. ConfigError if invalid."""
-    chosen: dict[str, Any] = {name: options.get(name) for name in _SAMPLER_OPTIONS}
+def run_settings(
+    model: DiffSepModel,
+    *,
+    steps: int | None = None,
+    snr: float | None = None,
+    corrector_steps: int | None = None,
+    denoise: bool | None = None,
+    seed: int | None = None,
+    segment: float | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int | None = None,
+    channels: ChannelMode | str = "mix",
+) -> RunSettings:
+    """Settings for running ``model``: every None takes the model's default (its sampler
+    settings and window, a random seed, :func:`default_batch_size`). ConfigError if invalid."""
+    overrides: dict[str, Any] = {"steps": steps, "snr": snr, "corrector_steps": corrector_steps,
+                                 "denoise": denoise}
     sampler = replace(model.config.sampler,
-                      **{name: value for name, value in chosen.items() if value is not None})
-    batch_size = options.get("batch_size")
-    channels = options.get("channels", "mix")
+                      **{name: value for name, value in overrides.items() if value is not None})
     return RunSettings(
         sampler=check_sampler_settings(sampler, model.sde.T),
-        plan=model_window_plan(model.config, options.get("segment"),
-                               options.get("overlap", DEFAULT_OVERLAP)),
-        seed=choose_seed(options.get("seed")),
+        plan=model_window_plan(model.config, segment, overlap),
+        seed=choose_seed(seed),
         batch_size=default_batch_size(model.device) if batch_size is None else batch_size,
         channel_mode=parse_channel_mode(channels) if isinstance(channels, str) else channels,
     )
