@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
-
 from conftest import speech_like
+
+pytestmark = pytest.mark.slow  # runs the recipe scripts in subprocesses
 
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "score_model.sh"
 

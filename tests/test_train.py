@@ -525,8 +525,10 @@ def _losses(config: TrainConfig, **kw: object) -> tuple[list[float], object]:
     return losses, result
 
 
+@pytest.mark.slow  # trains
 def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
-    from diffsep.model import load_model, sample_windows
+    from diffsep.loading import load_model
+    from diffsep.model import sample_windows
     from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
     from diffsep.train.export import export_model
 
@@ -583,6 +585,7 @@ def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
         export_model(tmp_path, tmp_path / "nothing")
 
 
+@pytest.mark.slow  # trains
 def test_stop_request_cancels_a_validation_under_way(tmp_path: Path) -> None:
     import signal
 
@@ -631,6 +634,7 @@ def _ddp_worker(rank: int, world: int, port: int, config_json: str, out: str) ->
     )
 
 
+@pytest.mark.slow  # trains
 def test_ddp_gloo_two_processes(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
@@ -655,11 +659,12 @@ def test_ddp_gloo_two_processes(tmp_path: Path) -> None:
     assert "2 process(es)" in log and "different weights" not in log
 
 
+@pytest.mark.slow  # trains
 def test_cli_train_and_export(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from diffsep.cli import app
-    from diffsep.model import load_model
+    from diffsep.loading import load_model
 
     speech, valid = _make_data(tmp_path)
     backbone = TINY_MODEL.backbone
@@ -711,6 +716,7 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
     assert latest_checkpoint_name(tmp_path / "other") == ""
 
 
+@pytest.mark.slow  # trains
 def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> None:
     from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
 
@@ -749,6 +755,7 @@ def latest_checkpoint_name(run: Path) -> str:
     return found.name if found else ""
 
 
+@pytest.mark.slow  # trains
 def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None:
     import signal
 
@@ -772,6 +779,7 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None
     assert "resumed from" in (Path(config.output.dir) / "train.log").read_text()
 
 
+@pytest.mark.slow  # trains
 def test_loader_worker_processes_draw_the_same_batches(tmp_path: Path) -> None:
     # GPU runs read and mix audio in `data.num_workers` spawned processes: the items depend on
     # (seed, epoch, index) only, so the run is the same as with in-process loading
@@ -784,8 +792,9 @@ def test_loader_worker_processes_draw_the_same_batches(tmp_path: Path) -> None:
     assert with_workers == in_process
 
 
+@pytest.mark.slow  # trains
 def test_enhancement_run(tmp_path: Path) -> None:
-    from diffsep.model import load_model
+    from diffsep.loading import load_model
 
     rng = np.random.default_rng(1)
     speech, _ = _make_data(tmp_path)
@@ -846,7 +855,8 @@ def test_mixed_precision_backbone_keeps_the_stft_in_float32() -> None:
 
 
 def test_data_prediction_run_with_curriculum_and_one_shot_validation(tmp_path: Path) -> None:
-    from diffsep.model import load_model, sample_windows
+    from diffsep.loading import load_model
+    from diffsep.model import sample_windows
 
     config = _tiny_config(tmp_path, "data", objective="sisdr", score_weight=0.1,
                           curriculum_steps=2, t_skew=2.0)

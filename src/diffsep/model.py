@@ -1,20 +1,19 @@
-"""A loaded DiffSep model (config + score network + SDE on a device) and batched sampling.
+"""A DiffSep model (config + score network + SDE on a device) and batched sampling.
 
-``load_model`` is the one way in: a bundled model name, a Hub repo id, a local folder or a
-local checkpoint file. ``sample_windows`` turns a batch of mixture windows into source
-estimates with the predictor-corrector sampler.
+:func:`build_model` puts a config and its weights together (finding and reading them is
+:func:`diffsep.loading.load_model`'s job). :func:`sample_windows` turns a batch of mixture
+windows into source estimates with the predictor-corrector sampler.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from diffsep.config import ModelConfig, SamplerConfig
-from diffsep.errors import CheckpointError, ConfigError
+from diffsep.errors import CheckpointError, ConfigError, first_lines
 from diffsep.nn.score_model import ScoreModel
 from diffsep.processing import normalize_mixture, rescale_to_mixture
 from diffsep.sampling import pc_sample
@@ -79,43 +78,12 @@ def build_model(
     try:
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise CheckpointError(f"{source or 'checkpoint'}: weights do not fit the config: {detail}")
+        raise CheckpointError(
+            f"{source or 'checkpoint'}: weights do not fit the config: {first_lines(err, 3)}"
+        ) from None
     device = torch.device(device)
     network = network.to(device).eval().requires_grad_(False)
     return DiffSepModel(config, network, make_sde(config.sde, config.num_sources), device, source)
-
-
-def load_model(
-    spec: str | Path | None = None,
-    task: str = "separation",
-    device: str = "auto",
-) -> DiffSepModel:
-    """Load a model: ``spec`` is None (bundled default for ``task``), a bundled name, a Hub
-    repo id (downloaded once into the Hugging Face cache), a local folder or a local file."""
-    from diffsep.checkpoint import load_model_files
-    from diffsep.hub import DEFAULT_MODELS, resolve_model
-
-    path = resolve_model(None if spec is None else str(spec), task)
-    config, state_dict = load_model_files(path)
-    name = str(spec) if spec is not None else DEFAULT_MODELS.get(task, str(path))
-    return build_model(config, state_dict, resolve_device(device), source=name)
-
-
-def sampler_settings(config: ModelConfig, **overrides: object) -> SamplerConfig:
-    """The model's default sampler settings with the non-None ``overrides`` applied."""
-    chosen = {name: value for name, value in overrides.items() if value is not None}
-    settings = replace(config.sampler, **chosen)
-    if settings.steps < 1:
-        raise ConfigError(f"steps must be at least 1, got {settings.steps}")
-    if settings.corrector_steps < 0:
-        raise ConfigError(f"corrector steps must be >= 0, got {settings.corrector_steps}")
-    if settings.snr < 0:
-        raise ConfigError(f"snr must be >= 0, got {settings.snr}")
-    if not 0.0 < settings.t_eps < 1.0:
-        raise ConfigError(f"t_eps must be in (0, 1), got {settings.t_eps}")
-    return settings
 
 
 def window_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:

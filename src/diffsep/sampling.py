@@ -16,11 +16,30 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from diffsep.config import SamplerConfig
 from diffsep.errors import ConfigError
 from diffsep.sde import DiffusionMixingSDE
 
 ScoreFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 NoiseFn = Callable[[Tensor], Tensor]
+
+
+def check_sampler_settings(settings: SamplerConfig, T: float = 1.0) -> SamplerConfig:
+    """The one check of sampler settings (ConfigError naming the setting); returns them.
+
+    ``T`` is the SDE's final time: ``t_eps`` must lie in ``(0, T)``.
+    """
+    if settings.steps < 1:
+        raise ConfigError(f"sampler: steps must be at least 1, got {settings.steps}")
+    if settings.corrector_steps < 0:
+        raise ConfigError(
+            f"sampler: corrector_steps must be 0 or more, got {settings.corrector_steps}"
+        )
+    if not 0.0 < settings.t_eps < T:
+        raise ConfigError(f"sampler: t_eps must lie in (0, {T}), got {settings.t_eps}")
+    if settings.snr < 0.0:
+        raise ConfigError(f"sampler: snr must be non-negative, got {settings.snr}")
+    return settings
 
 
 def time_grid(steps: int, t_eps: float, T: float = 1.0) -> Tensor:
@@ -78,15 +97,12 @@ def pc_sample(
     the noise-free ``x_mean`` of the last predictor step is returned (its noise is still drawn, so
     the noise stream matches the reference). ``on_step(i, steps)`` is called after step ``i``.
     """
-    if steps < 1:
-        raise ConfigError(f"sampler: steps must be at least 1, got {steps}")
-    if corrector_steps < 0:
-        raise ConfigError(f"sampler: corrector_steps must be 0 or more, got {corrector_steps}")
-    if not 0.0 < t_eps < sde.T:
-        raise ConfigError(f"sampler: t_eps must lie in (0, {sde.T}), got {t_eps}")
-    if snr < 0.0:
-        raise ConfigError(f"sampler: snr must be non-negative, got {snr}")
-
+    check_sampler_settings(
+        SamplerConfig(
+            steps=steps, snr=snr, corrector_steps=corrector_steps, t_eps=t_eps, denoise=denoise
+        ),
+        sde.T,
+    )
     dt = 1.0 / steps
     x = sde.prior_sample(mix, noise_fn(sde.prior_mean(mix)))
     for i, t_i in enumerate(time_grid(steps, t_eps, sde.T).to(mix)):

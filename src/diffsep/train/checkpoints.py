@@ -29,7 +29,7 @@ from torch import nn
 
 from diffsep import __version__
 from diffsep.config import ModelConfig
-from diffsep.errors import CheckpointError, ConfigError, OutputError
+from diffsep.errors import CheckpointError, ConfigError, OutputError, first_lines
 from diffsep.train.config import TrainConfig, config_from_json
 from diffsep.train.ema import WeightEMA
 
@@ -153,7 +153,7 @@ def read_checkpoint(path: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
     try:
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (UnpicklingError, RuntimeError, OSError)
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = first_lines(err)
         raise CheckpointError(f"{path / 'state.pt'}: cannot read ({detail})") from None
     if not isinstance(state, dict) or state.get("format") != "diffsep-train-checkpoint":
         raise CheckpointError(f"{path / 'state.pt'}: not a diffsep training state")

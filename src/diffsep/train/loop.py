@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from diffsep import __version__
-from diffsep.errors import CheckpointError, ConfigError, OutputError
+from diffsep.errors import CheckpointError, ConfigError, OutputError, first_lines
 from diffsep.nn.score_model import ScoreModel, cpu_has_native_bf16
 from diffsep.sde import DiffusionMixingSDE, make_sde
 from diffsep.train.batches import (
@@ -320,7 +320,7 @@ class _Run:
             try:
                 state.network.load_state_dict(weights)
             except RuntimeError as err:
-                first = str(err).strip().splitlines()[0]
+                first = first_lines(err)
                 raise CheckpointError(
                     f"optim.init_from '{config.optim.init_from}': {first}"
                 ) from None
