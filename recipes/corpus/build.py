@@ -31,7 +31,7 @@ from .report import (
     write_csv,
 )
 from .speech import Speaker, SpeechJob, render_speech
-from .splits import assign_splits
+from .splits import assign_splits, groups_in_several_splits
 from .staging import Stage
 from .text import TextBank, build_text_bank, compose_text
 
@@ -287,6 +287,10 @@ def build(args) -> dict:
     failures: Counter = Counter()
     rows = speech_rows(jobs, run_parallel(render_speech, jobs, args.jobs, "speech"),
                        plan.split_of, failures)
+    shared = groups_in_several_splits(rows)
+    if shared:  # a planning bug, never expected: stop before anything is committed
+        group, splits = next(iter(shared.items()))
+        raise CorpusError(f"speaker group {group} found in several splits: {', '.join(splits)}")
     for stage in stages.values():
         stage.commit()
 

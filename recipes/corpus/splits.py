@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from .audio import rng_for
 
@@ -45,3 +45,12 @@ def assign_splits(
         for g in order:
             split_of.setdefault(g, "train")
     return split_of
+
+
+def groups_in_several_splits(rows: Iterable[dict]) -> dict[str, list[str]]:
+    """group -> its splits, for every speech group of manifest rows found in more than one."""
+    splits: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r["kind"] == "speech":
+            splits[r["group"]].add(r["split"])
+    return {g: sorted(s) for g, s in sorted(splits.items()) if len(s) > 1}
