@@ -306,3 +306,20 @@ def test_apt_package_list_never_holds_the_held_out_packages() -> None:
     held_out = ("fillets-ng", "pocketsphinx-testdata", "codec2-examples")
     assert not [p for p in corpus_build.APT_PACKAGES if p.startswith(held_out)]
     assert "flight-of-the-amazon-queen" in corpus_build.APT_PACKAGES
+
+
+def test_make_corpus_stops_with_one_line_naming_a_damaged_archive(tmp_path: Path, monkeypatch,
+                                                                   capsys) -> None:
+    import make_corpus
+    from corpus.text import TextBank
+
+    bad = tmp_path / "queen.1c"
+    bad.write_bytes(b"QTBL" + b"CEM10\0" + bytes(3) + struct.pack(">H", 500) + bytes(100))
+    monkeypatch.setattr(corpus_build, "QUEEN_FILE", bad)
+    monkeypatch.setattr(corpus_build, "build_text_bank", lambda language: TextBank())
+    monkeypatch.setattr(make_corpus.os, "nice", lambda increment: 0)  # keep pytest's priority
+    out = tmp_path / "corpus"
+    assert make_corpus.main(["--out", str(out), "--small", "--jobs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"make_corpus: error: {bad}: resource table truncated (500 entries announced)\n"
+    assert not (out / "speech").exists() and not (out / "manifest.csv").exists()

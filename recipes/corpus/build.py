@@ -157,7 +157,7 @@ def plan_speech(args, banks: dict[str, TextBank]) -> SpeechPlan:
     tts += plan_tts(args.tts_settings, 3 if small else None, args.seed, banks)
     recorded = plan_recorded(args.seed, 4 if small else None, 3 if small else None,
                              shutil.which("ffmpeg") is not None)
-    queen = plan_queen(args.seed, 4 if small else None, 4 if small else None)
+    queen = plan_queen(args.seed, 4 if small else None, 4 if small else None, QUEEN_FILE)
     weights: dict[str, tuple[str, float]] = {}
     for spk in tts:
         weights[spk.group] = (spk.family, 1.0)
