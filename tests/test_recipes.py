@@ -279,7 +279,6 @@ def test_stage_reopens_a_finished_folder_and_refuses_two_copies(tmp_path: Path) 
     stage.commit()
     assert (stage.final / "a.wav").exists() and not stage.partial.exists()
     assert stage.open() == stage.partial and (stage.partial / "a.wav").exists()
-    assert stage.final_path(stage.partial / "a.wav") == stage.final / "a.wav"
     stage.final.mkdir()
     with pytest.raises(CorpusError, match=r"train: both it and \.train\.partial exist"):
         stage.open()

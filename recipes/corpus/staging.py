@@ -36,7 +36,3 @@ class Stage:
         """Rename the staging folder to its final name."""
         os.replace(self.partial, self.final)
         return self.final
-
-    def final_path(self, path: str | Path) -> Path:
-        """Where a file written under the staging folder lives once committed."""
-        return self.final / Path(path).relative_to(self.partial)
