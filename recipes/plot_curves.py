@@ -39,7 +39,7 @@ def value_at(points: list[tuple[float, int, float]], minutes: float) -> float | 
 
 def markdown_table(curves: dict[str, list[tuple[float, int, float]]], budgets: list[float],
                    metric: str) -> str:
-    header = f"| run | " + " | ".join(f"{b:g} CPU-min" for b in budgets) + " | best | steps |"
+    header = "| run | " + " | ".join(f"{b:g} CPU-min" for b in budgets) + " | best | steps |"
     rows = [header, "|" + " --- |" * (len(budgets) + 3)]
     for name, points in curves.items():
         cells = [value_at(points, b) for b in budgets]

@@ -15,6 +15,7 @@ from .audio import CORPUS_RATE, SEPARATION_RATE, resample, rng_for, write_int16
 from .report import write_csv
 from .staging import Stage
 
+
 def quantize_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scale a, b together so that |a+b| <= 0.9, quantise to int16; returns (a, b, a+b) int16."""
     peak = max(np.max(np.abs(a + b)), 1e-9)

@@ -19,6 +19,8 @@ Output = Literal["score", "sources"]
 class STFTWindow(nn.Module):
     """Holds the analysis/synthesis window as a persistent buffer ``window`` ``(n_fft,)``."""
 
+    window: torch.Tensor
+
     def __init__(self, n_fft: int) -> None:
         super().__init__()
         self.register_buffer("window", spectral.hann_window(n_fft))

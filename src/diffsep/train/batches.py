@@ -7,8 +7,8 @@ so a resumed run (``skip_batches``) sees exactly the batches an uninterrupted on
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -140,7 +140,8 @@ def epoch_batches(
 
 
 def dataset_length(dataset: Dataset) -> int:
-    return len(dataset)  # type: ignore[arg-type]  (map-style datasets define __len__)
+    """Items in a map-style dataset (they all define ``__len__``)."""
+    return len(cast(Sized, dataset))
 
 
 def batches_per_epoch(dataset: Dataset, config: TrainConfig, world: int) -> int:

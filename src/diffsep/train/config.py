@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -188,7 +189,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if origin is Literal:
         if value not in typing.get_args(hint):
@@ -290,14 +291,15 @@ def validate(config: TrainConfig) -> None:
 
 
 def _toml_module() -> Any:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ConfigError("reading TOML needs Python 3.11+ or the 'tomli' package") from None
-    return tomllib
+
+        return tomllib
+    try:  # Python 3.10
+        import tomli
+    except ModuleNotFoundError:
+        raise ConfigError("reading TOML needs Python 3.11+ or the 'tomli' package") from None
+    return tomli
 
 
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -326,7 +328,7 @@ def _parse_yaml(text: str) -> Any:
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float", re.compile(_YAML_FLOAT, re.VERBOSE), list("-+0123456789.")
     )
-    return yaml.load(text, Loader=Loader)
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _check_plain(value: Any, where: str) -> None:
