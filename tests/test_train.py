@@ -888,3 +888,15 @@ def test_cpu_budget_pauses_the_run_with_a_last_validation(tmp_path: Path) -> Non
     assert [r["step"] for r in records if r["kind"] == "valid"] == [1]
     with pytest.raises(ConfigError, match="cpu_minutes"):
         load_train_config(None, ["optim.cpu_minutes=-1"])
+
+
+def test_enhancement_si_sdr_loss_scores_the_speech_only() -> None:
+    g = torch.Generator().manual_seed(3)
+    speech, noise = torch.randn(2, 1, 500, generator=g), torch.randn(2, 1, 500, generator=g)
+    sources = torch.cat([speech, noise], dim=1)
+    estimates = torch.cat([speech + 0.1 * noise, 5.0 * noise.flip(-1)], dim=1)  # noise way off
+    both, _ = pit_si_sdr_loss(estimates, sources, permutation_invariant=False)
+    speech_only, order = pit_si_sdr_loss(estimates, sources, permutation_invariant=False,
+                                         scored=1)
+    assert torch.allclose(speech_only, -si_sdr(estimates[:, 0], speech[:, 0]))
+    assert bool((speech_only < both).all()) and order.tolist() == [[0, 1], [0, 1]]

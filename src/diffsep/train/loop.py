@@ -566,6 +566,7 @@ def train_step(
             permutation_invariant=permutation_invariant,
             score_weight=config.optim.score_weight,
             snr_clip=config.optim.snr_clip,
+            scored=1 if config.model.task == "enhancement" else None,
         ).mean()
     else:
         score = train_model(x_t, draw.t, mix)
