@@ -16,10 +16,8 @@ Run folder (``config.output.dir``)::
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from diffsep import __version__
+from diffsep.atomic import replacing_folder
 from diffsep.config import ModelConfig
 from diffsep.errors import CheckpointError, ConfigError, OutputError, first_lines
 from diffsep.train.config import TrainConfig, config_from_json
@@ -116,26 +115,23 @@ def save_checkpoint(
     final = root / step_name(position.step)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-        _save_tensors(network.state_dict(), staging / "model.safetensors")
-        _save_tensors(ema.state_dict(), staging / "ema.safetensors")
-        state = {
-            "format": "diffsep-train-checkpoint",
-            "diffsep_version": __version__,
-            "step": position.step,
-            "epoch": position.epoch,
-            "batch_in_epoch": position.batch_in_epoch,
-            "ema_updates": ema.num_updates,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "torch_rng": torch.get_rng_state(),
-            "train_config_json": config.to_json(),
-        }
-        torch.save(state, staging / "state.pt")
-        (staging / CONFIG_JSON).write_text(config.to_json(), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(staging, final)
+        with replacing_folder(final) as staging:
+            _save_tensors(network.state_dict(), staging / "model.safetensors")
+            _save_tensors(ema.state_dict(), staging / "ema.safetensors")
+            state = {
+                "format": "diffsep-train-checkpoint",
+                "diffsep_version": __version__,
+                "step": position.step,
+                "epoch": position.epoch,
+                "batch_in_epoch": position.batch_in_epoch,
+                "ema_updates": ema.num_updates,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "torch_rng": torch.get_rng_state(),
+                "train_config_json": config.to_json(),
+            }
+            torch.save(state, staging / "state.pt")
+            (staging / CONFIG_JSON).write_text(config.to_json(), encoding="utf-8")
     except OSError as err:
         raise OutputError(f"{root}: cannot write checkpoint ({err.strerror or err})") from None
     for old in checkpoint_dirs(run_dir)[:-keep]:

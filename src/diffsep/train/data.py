@@ -27,11 +27,11 @@ from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
 from torch.utils.data import Dataset
 
 from diffsep.errors import AudioError, ConfigError
+from diffsep.resample import resample_hq
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".w64", ".au")
 
@@ -67,13 +67,6 @@ def _to_mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
 
 
-def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """(N,) float64 at rate_in -> (M,) at rate_out (soxr, high quality)."""
-    if rate_in == rate_out:
-        return x
-    return soxr.resample(x, rate_in, rate_out, quality="HQ")
-
-
 def _info(path: Path) -> Any:
     """soundfile's header info (frames, samplerate, channels) or AudioError."""
     try:
@@ -90,7 +83,7 @@ def read_mono(path: Path, sample_rate: int) -> np.ndarray:
         raise AudioError(f"{path}: cannot read audio ({exc})") from None
     if x.shape[0] == 0:
         raise AudioError(f"{path}: file is empty")
-    return _check_samples(_resample(_to_mono(x), rate, sample_rate), path)
+    return _check_samples(resample_hq(_to_mono(x), rate, sample_rate), path)
 
 
 def read_window(path: Path, sample_rate: int, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,7 +110,7 @@ def read_window(path: Path, sample_rate: int, length: int, rng: np.random.Genera
         x, _ = sf.read(str(path), start=lo, stop=hi, dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"{path}: cannot read audio ({exc})") from None
-    y = _check_samples(_resample(_to_mono(x), rate, sample_rate), path)
+    y = _check_samples(resample_hq(_to_mono(x), rate, sample_rate), path)
     offset = (start - lo) * sample_rate // rate
     return y[offset : offset + length]
 
