@@ -17,7 +17,7 @@ from diffsep.config import ModelConfig, SamplerConfig
 from diffsep.errors import CheckpointError, ConfigError
 from diffsep.nn.score_model import ScoreModel
 from diffsep.processing import normalize_mixture, rescale_to_mixture
-from diffsep.sampling import pc_sample
+from diffsep.sampling import check_sampler_settings, sample
 from diffsep.sde import DiffusionMixingSDE, make_sde
 
 StepCallback = Callable[[int, int], None]
@@ -104,18 +104,10 @@ def load_model(
 
 
 def sampler_settings(config: ModelConfig, **overrides: object) -> SamplerConfig:
-    """The model's default sampler settings with the non-None ``overrides`` applied."""
+    """The model's default sampler settings with the non-None ``overrides`` applied and checked
+    (:func:`diffsep.sampling.check_sampler_settings`)."""
     chosen = {name: value for name, value in overrides.items() if value is not None}
-    settings = replace(config.sampler, **chosen)
-    if settings.steps < 1:
-        raise ConfigError(f"steps must be at least 1, got {settings.steps}")
-    if settings.corrector_steps < 0:
-        raise ConfigError(f"corrector steps must be >= 0, got {settings.corrector_steps}")
-    if settings.snr < 0:
-        raise ConfigError(f"snr must be >= 0, got {settings.snr}")
-    if not 0.0 < settings.t_eps < 1.0:
-        raise ConfigError(f"t_eps must be in (0, 1), got {settings.t_eps}")
-    return settings
+    return check_sampler_settings(replace(config.sampler, **chosen))
 
 
 def window_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:
@@ -155,23 +147,20 @@ def sample_windows(
         raise ValueError(f"mixes must be (B, 1, W), got {tuple(mixes.shape)}")
     batch, _, length = mixes.shape
     out = torch.zeros(batch, model.num_sources, length, dtype=torch.float32)
-    active = [b for b in range(batch) if bool(mixes[b].abs().amax() > 0)]
-    if not active:
+    mixes = mixes.detach().cpu()
+    active = torch.nonzero(mixes.abs().amax(dim=(1, 2)) > 0).flatten()  # one check, on the host
+    if active.numel() == 0:
         return out
-    mix = mixes[active].to(model.device, torch.float32)
+    mix = _to_device(mixes[active].float(), model.device)
     mix_norm, _, _ = normalize_mixture(mix)
-    noise_fn = per_item_noise(window_generators([seeds[b] for b in active], model.device))
-    raw = pc_sample(
-        model.sde,
-        model.network,
-        mix_norm,
-        steps=settings.steps,
-        snr=settings.snr,
-        corrector_steps=settings.corrector_steps,
-        t_eps=settings.t_eps,
-        denoise=settings.denoise,
-        noise_fn=noise_fn,
-        on_step=on_step,
-    )
+    noise_fn = per_item_noise(window_generators([seeds[b] for b in active.tolist()], model.device))
+    raw = sample(model.sde, model.network, mix_norm, settings, noise_fn=noise_fn, on_step=on_step)
     out[active] = rescale_to_mixture(mix, raw).float().cpu()
     return out
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to ``device``; through pinned memory and a non-blocking copy for CUDA."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
