@@ -32,16 +32,10 @@ def _one_run(args: argparse.Namespace) -> dict:
     import soundfile as sf
     import torch
 
-    from diffsep.inputs import InputFile, default_template, plan_outputs, stem_names
-    from diffsep.model import load_model, sampler_settings
-    from diffsep.separator import (
-        FileTask,
-        OutputSpec,
-        RunSettings,
-        file_jobs,
-        model_window_plan,
-        run_jobs,
-    )
+    from diffsep.files import separate_files
+    from diffsep.inputs import InputFile
+    from diffsep.loading import load_model
+    from diffsep.settings import output_settings, run_settings
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -59,29 +53,21 @@ def _one_run(args: argparse.Namespace) -> dict:
                 block = 0.1 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(n)
                 handle.write(block.astype(np.float32))
                 remaining -= n
-        stems = stem_names(args.task, model.num_sources)
-        paths = plan_outputs([InputFile(path)], Path(tmp) / "out", default_template(args.task),
-                             stems, "wav")[0]
-        sources = tuple(range(model.num_sources)) if args.task == "separation" else (0,)
-        task = FileTask(path, OutputSpec(paths, sources, rate, int(args.length * rate)))
-        settings = RunSettings(
-            sampler=sampler_settings(model.config, steps=args.steps),
-            plan=model_window_plan(model.config, args.segment, 0.25),
-            seed=0,
-            batch_size=args.batch_size,
-        )
+        settings = run_settings(model, steps=args.steps, segment=args.segment, seed=0,
+                                batch_size=args.batch_size)
         if model.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             torch.cuda.synchronize()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         started = time.perf_counter()
-        failures: list = []
-        results = run_jobs(model, file_jobs(model, [task], settings, failures), settings)
+        summary = separate_files(model, [InputFile(path)], Path(tmp) / "out", settings,
+                                 output_settings())
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        if failures or results[0].status != "ok":
-            raise SystemExit(f"run failed: {failures or results[0].error}")
+        (result,) = summary.files
+        if result.status != "ok":
+            raise SystemExit(f"run failed: {result.error}")
     return {
         "device": str(model.device),
         "task": args.task,
@@ -91,7 +77,7 @@ def _one_run(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "steps": settings.sampler.steps,
         "threads": args.threads,
-        "windows": results[0].windows,
+        "windows": result.windows,
         "seconds": round(seconds, 2),
         "rtf": round(seconds / args.length, 4),
         "load_seconds": round(load_seconds, 2),

@@ -44,14 +44,14 @@ def small_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
 @pytest.fixture(scope="session")
 def small_sep_model(small_model_dirs: dict[str, Path]):
-    from diffsep.model import load_model
+    from diffsep.loading import load_model
 
     return load_model(str(small_model_dirs["sep"]), "separation", "cpu")
 
 
 @pytest.fixture(scope="session")
 def small_enh_model(small_model_dirs: dict[str, Path]):
-    from diffsep.model import load_model
+    from diffsep.loading import load_model
 
     return load_model(str(small_model_dirs["enh"]), "enhancement", "cpu")
 

@@ -198,7 +198,7 @@ def test_default_window_is_the_models(mixtures: Path, tmp_path: Path, small_mode
     # and --segment still overrides it
     from diffsep.checkpoint import load_model_files, save_model_folder
     from diffsep.config import model_segment_seconds
-    from diffsep.separator import efficient_window_length
+    from diffsep.chunking import efficient_window_length
 
     config, weights = load_model_files(small_model_dirs["sep"])
     assert config.sampler.segment_seconds is None and model_segment_seconds(config) == 4.0

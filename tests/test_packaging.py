@@ -39,7 +39,7 @@ def test_installed_package_resolves_defaults_inside_itself(wheel: Path, tmp_path
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(target)  # what `pip install` puts in site-packages
     script = (
-        "import diffsep.hub as h, diffsep.model as m;"
+        "import diffsep.hub as h, diffsep.loading as m;"
         "print(h.resolve_model(None, 'separation'));"
         "print(h.resolve_model(None, 'enhancement'));"
         "print(m.load_model(None, 'separation', 'cpu').config.sample_rate)"

@@ -460,7 +460,8 @@ def _losses(config: TrainConfig, **kw: object) -> tuple[list[float], object]:
 
 
 def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
-    from diffsep.model import load_model, sample_windows
+    from diffsep.loading import load_model
+    from diffsep.model import sample_windows
     from diffsep.train.loop import export_model, latest_checkpoint, read_checkpoint
 
     torch.set_num_threads(1)
@@ -591,7 +592,7 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from diffsep.cli import app
-    from diffsep.model import load_model
+    from diffsep.loading import load_model
 
     speech, valid = _make_data(tmp_path)
     backbone = TINY_MODEL.backbone
@@ -716,7 +717,7 @@ def test_loader_worker_processes_draw_the_same_batches(tmp_path: Path) -> None:
 
 
 def test_enhancement_run(tmp_path: Path) -> None:
-    from diffsep.model import load_model
+    from diffsep.loading import load_model
 
     rng = np.random.default_rng(1)
     speech, _ = _make_data(tmp_path)

@@ -1,8 +1,12 @@
-"""The Python API: load a model once, then separate or enhance in-memory signals.
+"""The Python API: load a model once, then separate or enhance in-memory signals or files.
 
 >>> import diffsep                                              # doctest: +SKIP
 >>> model = diffsep.load_model()                                # bundled separation model
 >>> sources = diffsep.separate(model, mix, 44100, seed=0)       # (K, N) at 44.1 kHz
+
+Files go through :func:`diffsep.files.separate_files` with settings from
+:func:`diffsep.settings.run_settings` and :func:`diffsep.settings.output_settings`, the same
+path as the command line.
 """
 
 from __future__ import annotations
@@ -10,15 +14,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffsep.audio import ChannelMode, parse_channel_mode
-from diffsep.model import DiffSepModel, load_model, sampler_settings
-from diffsep.separator import (
-    DEFAULT_OVERLAP,
-    RunSettings,
-    choose_seed,
-    model_window_plan,
-    separate_array,
-)
+from diffsep.audio import ChannelMode
+from diffsep.loading import load_model
+from diffsep.model import DiffSepModel
+from diffsep.separator import separate_array
+from diffsep.settings import DEFAULT_OVERLAP, run_settings
 
 __all__ = ["enhance", "load_model", "separate"]
 
@@ -35,22 +35,18 @@ def separate(
     seed: int | None = None,
     segment: float | None = None,
     overlap: float = DEFAULT_OVERLAP,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     channels: ChannelMode | str = "mix",
 ) -> np.ndarray:
     """Separate ``waveform`` ((N,) or (C, N), float, ``sample_rate`` Hz) into its sources.
 
     Returns ``(K, N)`` float32 at ``sample_rate`` (``(K, C, N)`` with ``channels='each'``).
     Sampler settings and the window (``segment``, seconds) default to the model's; ``seed``
-    makes the result reproducible.
+    makes the result reproducible; ``batch_size`` defaults to 1 on the CPU, 8 on CUDA.
     """
-    settings = RunSettings(
-        sampler=sampler_settings(model.config, steps=steps, snr=snr,
-                                 corrector_steps=corrector_steps, denoise=denoise),
-        plan=model_window_plan(model.config, segment, overlap),
-        seed=choose_seed(seed),
-        batch_size=batch_size,
-        channel_mode=parse_channel_mode(channels) if isinstance(channels, str) else channels,
+    settings = run_settings(
+        model, steps=steps, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
+        seed=seed, segment=segment, overlap=overlap, batch_size=batch_size, channels=channels,
     )
     return separate_array(model, waveform, sample_rate, settings)
 
@@ -59,8 +55,21 @@ def enhance(
     model: DiffSepModel,
     waveform: np.ndarray | torch.Tensor,
     sample_rate: int,
-    **options: object,
+    *,
+    steps: int | None = None,
+    snr: float | None = None,
+    corrector_steps: int | None = None,
+    denoise: bool | None = None,
+    seed: int | None = None,
+    segment: float | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int | None = None,
+    channels: ChannelMode | str = "mix",
 ) -> np.ndarray:
     """Enhance ``waveform`` with an enhancement model: the speech estimate, same shape as a
     single source of :func:`separate` ((N,), or (C, N) with ``channels='each'``)."""
-    return separate(model, waveform, sample_rate, **options)[0]  # type: ignore[arg-type]
+    settings = run_settings(
+        model, steps=steps, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
+        seed=seed, segment=segment, overlap=overlap, batch_size=batch_size, channels=channels,
+    )
+    return separate_array(model, waveform, sample_rate, settings)[0]

@@ -34,8 +34,47 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffsep.config import ModelConfig, STFTConfig, model_segment_seconds
+from diffsep.errors import ConfigError
+
 MAX_BRUTE_FORCE_SOURCES = 8
 """best_permutation tries all K! orders; beyond this many sources it refuses (ValueError)."""
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window length and hop in samples at the model rate."""
+
+    window: int
+    hop: int
+
+
+def efficient_window_length(requested: int, stft: STFTConfig) -> int:
+    """Longest length whose STFT frame count is a multiple of ``stft.frame_multiple``, nearest
+    to ``requested`` samples (so no network work is spent on padded frames)."""
+    block = stft.hop_length * stft.frame_multiple
+    extra = stft.n_fft - stft.hop_length + 1
+    blocks = max(1, round((requested + extra) / block))
+    return blocks * block - extra
+
+
+def plan_windows_for(
+    segment_seconds: float, overlap: float, sample_rate: int, stft: STFTConfig
+) -> WindowPlan:
+    """``--segment`` (seconds) and ``--overlap`` (fraction of a window) -> samples."""
+    if not math.isfinite(segment_seconds) or segment_seconds <= 0:
+        raise ConfigError(f"segment must be a positive number of seconds, got {segment_seconds}")
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"overlap must be a fraction in [0, 1), got {overlap}")
+    window = efficient_window_length(round(segment_seconds * sample_rate), stft)
+    hop = max(1, window - round(overlap * window))
+    return WindowPlan(window, hop)
+
+
+def model_window_plan(config: ModelConfig, segment: float | None, overlap: float) -> WindowPlan:
+    """Windows for a model: ``segment`` seconds, or the model's own window when None."""
+    seconds = model_segment_seconds(config) if segment is None else segment
+    return plan_windows_for(seconds, overlap, config.sample_rate, config.stft)
 
 
 def _check_layout(window: int, hop: int) -> None:

@@ -7,9 +7,11 @@ stderr and a non-zero exit status. Data (``--json``) goes to stdout, everything 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -25,7 +27,14 @@ from rich.progress import (
 )
 
 from diffsep import __version__
+from diffsep.config import DEFAULT_OVERLAP, Task
 from diffsep.errors import DiffsepError
+
+if TYPE_CHECKING:
+    from diffsep.model import DiffSepModel
+    from diffsep.separator import FileJob, FileResult
+    from diffsep.settings import RunSettings
+
 
 app = typer.Typer(
     name="diffsep",
@@ -70,11 +79,6 @@ def _root(
 class OutputFormat(str, Enum):
     wav = "wav"
     flac = "flac"
-
-
-class Task(str, Enum):
-    separation = "separation"
-    enhancement = "enhancement"
 
 
 _SAMPLER_HELP = "Sampler"
@@ -204,203 +208,100 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary (set
                                        "entry per file) on stdout.")]
 
 
-@app.command()
-def separate(
-    inputs: Inputs,
-    out: OutOpt = Path("separated"),
-    model: ModelOpt = None,
-    steps: StepsOpt = None,
-    snr: SnrOpt = None,
-    corrector_steps: CorrectorOpt = None,
-    denoise: DenoiseOpt = None,
-    seed: SeedOpt = None,
-    segment: SegmentOpt = None,
-    overlap: OverlapOpt = 0.25,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    channels: ChannelsOpt = "mix",
-    format: FormatOpt = OutputFormat.wav,
-    flac: FlacOpt = False,
-    int24: Int24Opt = False,
-    float32: Float32Opt = False,
-    model_rate: ModelRateOpt = False,
-    filename: FilenameOpt = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Separate speech mixtures into sources: writes OUT/s1/NAME.wav ... OUT/sK/NAME.wav."""
-    _run(Task.separation, **locals())
+def _file_command(task: Task, default_out: str) -> Callable[..., None]:
+    """The ``separate`` / ``enhance`` command: the same options, a different default folder."""
+
+    def command(
+        inputs: Inputs,
+        out: OutOpt = Path(default_out),
+        model: ModelOpt = None,
+        steps: StepsOpt = None,
+        snr: SnrOpt = None,
+        corrector_steps: CorrectorOpt = None,
+        denoise: DenoiseOpt = None,
+        seed: SeedOpt = None,
+        segment: SegmentOpt = None,
+        overlap: OverlapOpt = DEFAULT_OVERLAP,
+        batch_size: BatchOpt = None,
+        device: DeviceOpt = "auto",
+        threads: ThreadsOpt = None,
+        channels: ChannelsOpt = "mix",
+        format: FormatOpt = OutputFormat.wav,
+        flac: FlacOpt = False,
+        int24: Int24Opt = False,
+        float32: Float32Opt = False,
+        model_rate: ModelRateOpt = False,
+        filename: FilenameOpt = None,
+        overwrite: OverwriteOpt = False,
+        quiet: QuietOpt = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        from diffsep.audio import parse_channel_mode
+        from diffsep.files import separate_files
+        from diffsep.inputs import discover_inputs
+        from diffsep.loading import load_model
+        from diffsep.settings import output_settings, run_settings
+
+        try:
+            if int24 and float32:
+                raise DiffsepError("--int24 and --float32 exclude each other")
+            channel_mode = parse_channel_mode(channels)
+            output = output_settings(
+                ext="flac" if flac else format.value,
+                sample_format="int24" if int24 else "float32" if float32 else None,
+                template=filename, model_rate=model_rate, overwrite=overwrite,
+            )
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+            found = discover_inputs(inputs)
+            loaded = load_model(model, task, device)
+            _check_task(loaded, task)
+            settings = run_settings(
+                loaded, steps=steps, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
+                seed=seed, segment=segment, overlap=overlap, batch_size=batch_size,
+                channels=channel_mode,
+            )
+            with _ProgressReporter(stderr, quiet, loaded, settings) as reporter:
+                summary = separate_files(loaded, found, out, settings, output, reporter)
+        except DiffsepError as err:
+            raise _fail(str(err))
+        if json_out:
+            typer.echo(json.dumps(summary.to_dict(), indent=2))
+        if summary.count("failed"):
+            raise typer.Exit(1)
+
+    return command
 
 
-@app.command()
-def enhance(
-    inputs: Inputs,
-    out: OutOpt = Path("enhanced"),
-    model: ModelOpt = None,
-    steps: StepsOpt = None,
-    snr: SnrOpt = None,
-    corrector_steps: CorrectorOpt = None,
-    denoise: DenoiseOpt = None,
-    seed: SeedOpt = None,
-    segment: SegmentOpt = None,
-    overlap: OverlapOpt = 0.25,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    channels: ChannelsOpt = "mix",
-    format: FormatOpt = OutputFormat.wav,
-    flac: FlacOpt = False,
-    int24: Int24Opt = False,
-    float32: Float32Opt = False,
-    model_rate: ModelRateOpt = False,
-    filename: FilenameOpt = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Remove noise from speech recordings: writes OUT/NAME.wav for each input."""
-    _run(Task.enhancement, **locals())
+app.command(
+    "separate",
+    help="Separate speech mixtures into sources: writes OUT/s1/NAME.wav ... OUT/sK/NAME.wav.",
+)(_file_command("separation", "separated"))
+app.command(
+    "enhance", help="Remove noise from speech recordings: writes OUT/NAME.wav for each input."
+)(_file_command("enhancement", "enhanced"))
 
 
-def _run(task: Task, **opts: Any) -> None:
-    try:
-        summary = _run_task(task, opts)
-    except DiffsepError as err:
-        raise _fail(str(err))
-    if opts["json_out"]:
-        typer.echo(json.dumps(summary, indent=2))
-    if summary["failed"]:
-        raise typer.Exit(1)
-
-
-def _run_task(task: Task, opts: dict[str, Any]) -> dict[str, Any]:
-    from diffsep.audio import SAMPLE_FORMATS, parse_channel_mode
-    from diffsep.inputs import default_template, discover_inputs, plan_outputs, stem_names
-    from diffsep.model import load_model, sampler_settings
-    from diffsep.separator import (
-        FileTask,
-        OutputSpec,
-        RunSettings,
-        choose_seed,
-        file_jobs,
-        model_window_plan,
-        run_jobs,
-    )
-
-    quiet: bool = opts["quiet"]
-    if opts["int24"] and opts["float32"]:
-        raise DiffsepError("--int24 and --float32 exclude each other")
-    channel_mode = parse_channel_mode(opts["channels"])
-    ext = "flac" if opts["flac"] else opts["format"].value
-    subtype = SAMPLE_FORMATS["int24" if opts["int24"] else "float32"] if (
-        opts["int24"] or opts["float32"]) else None
-
-    if opts["threads"]:
-        import torch
-
-        torch.set_num_threads(opts["threads"])
-    found = discover_inputs(opts["inputs"])
-    model = load_model(opts["model"], task.value, opts["device"])
-    if model.config.task != task.value:
+def _check_task(model: DiffSepModel, task: Task) -> None:
+    if model.config.task != task:
+        command = "separate" if model.config.task == "separation" else "enhance"
         raise DiffsepError(
-            f"model {model.source} is a {model.config.task} model; "
-            f"use `diffsep {'separate' if model.config.task == 'separation' else 'enhance'}`"
+            f"model {model.source} is a {model.config.task} model; use `diffsep {command}`"
         )
-    stems = stem_names(task.value, model.num_sources)
-    template = opts["filename"] or default_template(task.value)
-    plans = plan_outputs(found, opts["out"], template, stems, ext)
-    sources = tuple(range(model.num_sources)) if task is Task.separation else (0,)
-
-    sampler = sampler_settings(
-        model.config, steps=opts["steps"], snr=opts["snr"],
-        corrector_steps=opts["corrector_steps"], denoise=opts["denoise"],
-    )
-    batch_size = opts["batch_size"] or (8 if model.device.type == "cuda" else 1)
-    settings = RunSettings(
-        sampler=sampler,
-        plan=model_window_plan(model.config, opts["segment"], opts["overlap"]),
-        seed=choose_seed(opts["seed"]),
-        batch_size=batch_size,
-        channel_mode=channel_mode,
-    )
-
-    skipped: list[dict[str, Any]] = []
-    tasks: list[FileTask] = []
-    for item, paths in zip(found, plans):
-        existing = [p for p in paths if p.exists()]
-        if existing and not opts["overwrite"]:
-            skipped.append({"input": str(item.path), "status": "skipped", "outputs": [],
-                            "error": None, "warnings": [f"{existing[0]} exists"]})
-            if not quiet:
-                stderr.print(f"skipping {item.path}: {existing[0]} exists (use --overwrite)", markup=False)
-            continue
-        rate = None if opts["model_rate"] else _input_rate(item.path)
-        tasks.append(FileTask(item.path, OutputSpec(
-            paths=paths, sources=sources,
-            sample_rate=rate or model.sample_rate,
-            frames=None if opts["model_rate"] else _input_frames(item.path),
-            format=ext, subtype=subtype)))
-
-    if not quiet:
-        stderr.print(
-            f"{task.value} of {len(tasks)} file(s) with {model.source} "
-            f"({model.config.sample_rate} Hz, {sampler.steps} steps, device {model.device}, "
-            f"seed {settings.seed})", soft_wrap=True, markup=False,
-        )
-    failures: list[Any] = []
-    reporter = _ProgressReporter(stderr, quiet, model.sample_rate, settings)
-    with reporter:
-        results = run_jobs(model, file_jobs(model, tasks, settings, failures), settings, reporter)
-    for failure in failures:
-        stderr.print(f"[bold red]error:[/] {escape(str(failure.error))}", soft_wrap=True)
-    files = [r.to_dict() for r in results] + [f.to_dict() for f in failures] + skipped
-    ok = sum(1 for r in results if r.status == "ok")
-    return {
-        "diffsep_version": __version__,
-        "task": task.value,
-        "model": model.source,
-        "model_sample_rate": model.sample_rate,
-        "device": str(model.device),
-        "seed": settings.seed,
-        "sampler": {"steps": sampler.steps, "snr": sampler.snr,
-                    "corrector_steps": sampler.corrector_steps, "denoise": sampler.denoise,
-                    "t_eps": sampler.t_eps},
-        "window_samples": settings.plan.window,
-        "hop_samples": settings.plan.hop,
-        "batch_size": settings.batch_size,
-        "processed": ok,
-        "failed": len(results) - ok + len(failures),
-        "skipped": len(skipped),
-        "files": files,
-    }
-
-
-def _input_rate(path: Path) -> int | None:
-    from diffsep.audio import probe_audio
-
-    try:
-        return probe_audio(path).sample_rate
-    except DiffsepError:
-        return None  # reported when the file is opened for processing
-
-
-def _input_frames(path: Path) -> int | None:
-    from diffsep.audio import probe_audio
-
-    try:
-        return probe_audio(path).frames
-    except DiffsepError:
-        return None
 
 
 class _ProgressReporter:
-    """Rich progress on stderr: one bar over windows, one over the current batch's steps."""
+    """Messages and Rich progress on stderr: one bar over windows, one over the current batch's
+    sampler steps."""
 
-    def __init__(self, console: Console, quiet: bool, model_rate: int, settings: Any) -> None:
+    def __init__(self, console: Console, quiet: bool, model: DiffSepModel,
+                 settings: RunSettings) -> None:
         self.console = console
         self.quiet = quiet
+        self.model = model
+        self.settings = settings
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -414,27 +315,44 @@ class _ProgressReporter:
         )
         self.windows_task = self.progress.add_task("windows", total=None)
         self.steps_task = self.progress.add_task("diffusion steps", total=settings.sampler.steps)
-        self.plan = settings.plan
-        self.model_rate = model_rate
         self.expected_windows = 0
 
     def __enter__(self) -> _ProgressReporter:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.__exit__(exc_type, exc, tb)
 
-    def file_started(self, job: Any) -> None:
+    def run_started(self, files: int) -> None:
+        if not self.quiet:
+            model, settings = self.model, self.settings
+            self.console.print(
+                f"{model.config.task} of {files} file(s) with {model.source} "
+                f"({model.sample_rate} Hz, {settings.sampler.steps} steps, device {model.device}, "
+                f"seed {settings.seed})", soft_wrap=True, markup=False,
+            )
+
+    def file_skipped(self, result: FileResult) -> None:
+        if not self.quiet:
+            self.console.print(f"skipping {result.input}: {result.warnings[0]} (use --overwrite)",
+                               markup=False)
+
+    def file_started(self, job: FileJob) -> None:
         from diffsep.chunking import plan_windows
 
-        total = round(job.result.audio_seconds * self.model_rate)
-        self.expected_windows += len(plan_windows(total, self.plan.window, self.plan.hop)) * (
-            job.channels)
+        plan = self.settings.plan
+        total = round(job.result.audio_seconds * self.model.sample_rate)
+        self.expected_windows += len(plan_windows(total, plan.window, plan.hop)) * job.channels
         self.progress.update(self.windows_task, total=self.expected_windows,
                              description=f"{Path(job.name).name}")
 
-    def file_finished(self, result: Any) -> None:
+    def file_finished(self, result: FileResult) -> None:
         if result.status == "failed":
             self.console.print(f"[bold red]error:[/] {escape(str(result.error))}", soft_wrap=True)
         elif not self.quiet:

@@ -21,6 +21,8 @@ estimates, turned into a score in closed form; see :meth:`DiffusionMixingSDE.sco
 FORMAT_VERSION = 1
 DEFAULT_SEGMENT_SECONDS = 4.0
 """Inference window (seconds) of a model whose config does not set one."""
+DEFAULT_OVERLAP = 0.25
+"""Overlap between inference windows, as a fraction of the window."""
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,13 @@
-"""A loaded DiffSep model (config + score network + SDE on a device) and batched sampling.
+"""A DiffSep model (config + score network + SDE on a device) and batched sampling.
 
-``load_model`` is the one way in: a bundled model name, a Hub repo id, a local folder or a
-local checkpoint file. ``sample_windows`` turns a batch of mixture windows into source
-estimates with the predictor-corrector sampler.
+:func:`build_model` puts a config and its weights together (finding and reading them is
+:func:`diffsep.loading.load_model`'s job). :func:`sample_windows` turns a batch of mixture
+windows into source estimates with the configured sampler (:func:`diffsep.sampling.sample`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,7 +16,7 @@ from diffsep.config import ModelConfig, SamplerConfig
 from diffsep.errors import CheckpointError, ConfigError
 from diffsep.nn.score_model import ScoreModel
 from diffsep.processing import normalize_mixture, rescale_to_mixture
-from diffsep.sampling import check_sampler_settings, sample
+from diffsep.sampling import sample
 from diffsep.sde import DiffusionMixingSDE, make_sde
 
 StepCallback = Callable[[int, int], None]
@@ -85,29 +84,6 @@ def build_model(
     device = torch.device(device)
     network = network.to(device).eval().requires_grad_(False)
     return DiffSepModel(config, network, make_sde(config.sde, config.num_sources), device, source)
-
-
-def load_model(
-    spec: str | Path | None = None,
-    task: str = "separation",
-    device: str = "auto",
-) -> DiffSepModel:
-    """Load a model: ``spec`` is None (bundled default for ``task``), a bundled name, a Hub
-    repo id (downloaded once into the Hugging Face cache), a local folder or a local file."""
-    from diffsep.checkpoint import load_model_files
-    from diffsep.hub import DEFAULT_MODELS, resolve_model
-
-    path = resolve_model(None if spec is None else str(spec), task)
-    config, state_dict = load_model_files(path)
-    name = str(spec) if spec is not None else DEFAULT_MODELS.get(task, str(path))
-    return build_model(config, state_dict, resolve_device(device), source=name)
-
-
-def sampler_settings(config: ModelConfig, **overrides: object) -> SamplerConfig:
-    """The model's default sampler settings with the non-None ``overrides`` applied and checked
-    (:func:`diffsep.sampling.check_sampler_settings`)."""
-    chosen = {name: value for name, value in overrides.items() if value is not None}
-    return check_sampler_settings(replace(config.sampler, **chosen))
 
 
 def window_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:

@@ -4,8 +4,8 @@ Each input is streamed at the model rate, cut into overlapping windows, and the 
 or many inputs go through the sampler together (``batch_size`` windows per network call). The
 estimates are cross-faded back together; for separation each window's sources are first put in
 the order of the previous window's, so speakers never swap at a boundary. Outputs are streamed
-to temporary files and renamed when complete. Memory stays O(window x batch), whatever the
-length of the files.
+to a :class:`Sink` (files: :mod:`diffsep.files`; arrays: :func:`separate_array`). Memory stays
+O(window x batch), whatever the length of the files.
 
 Window ``i`` of channel ``c`` of an input draws its noise from a generator seeded with
 ``seed + i * C + c``: a file's result depends on the seed and the settings only, never on which
@@ -15,104 +15,35 @@ exactly what the reference ``separate.py`` draws after ``torch.manual_seed(s)``.
 
 from __future__ import annotations
 
-import math
-import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
-from diffsep.audio import (
-    AtomicAudioWriter,
-    AudioInfo,
-    ChannelMode,
-    apply_channel_mode,
-    check_min_length,
-    commit_all,
-    probe_audio,
-    resample,
-    stream_model_audio,
-)
+from diffsep.audio import apply_channel_mode, resample
 from diffsep.chunking import StreamingOverlapAdd, StreamingWindower, Window
-from diffsep.config import ModelConfig, SamplerConfig, STFTConfig, model_segment_seconds
-from diffsep.errors import AudioError, ConfigError, DiffsepError
+from diffsep.errors import AudioError, DiffsepError
 from diffsep.model import DiffSepModel, sample_windows
-
-DEFAULT_OVERLAP = 0.25
-MAX_SEED = 2**31 - 1
-
+from diffsep.settings import MAX_SEED, RunSettings
 
 # --------------------------------------------------------------------------------------------
-# Settings
+# What the separator tells its caller
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WindowPlan:
-    """Window length and hop in samples at the model rate."""
-
-    window: int
-    hop: int
-
-
-def efficient_window_length(requested: int, stft: STFTConfig) -> int:
-    """Longest length whose STFT frame count is a multiple of ``stft.frame_multiple``, nearest
-    to ``requested`` samples (so no network work is spent on padded frames)."""
-    block = stft.hop_length * stft.frame_multiple
-    extra = stft.n_fft - stft.hop_length + 1
-    blocks = max(1, round((requested + extra) / block))
-    return blocks * block - extra
-
-
-def plan_windows_for(
-    segment_seconds: float, overlap: float, sample_rate: int, stft: STFTConfig
-) -> WindowPlan:
-    """``--segment`` (seconds) and ``--overlap`` (fraction of a window) -> samples."""
-    if not math.isfinite(segment_seconds) or segment_seconds <= 0:
-        raise ConfigError(f"segment must be a positive number of seconds, got {segment_seconds}")
-    if not 0.0 <= overlap < 1.0:
-        raise ConfigError(f"overlap must be a fraction in [0, 1), got {overlap}")
-    window = efficient_window_length(round(segment_seconds * sample_rate), stft)
-    hop = max(1, window - round(overlap * window))
-    return WindowPlan(window, hop)
-
-
-def model_window_plan(config: ModelConfig, segment: float | None, overlap: float) -> WindowPlan:
-    """Windows for a model: ``segment`` seconds, or the model's own window when None."""
-    seconds = model_segment_seconds(config) if segment is None else segment
-    return plan_windows_for(seconds, overlap, config.sample_rate, config.stft)
-
-
-def choose_seed(seed: int | None) -> int:
-    """The user's seed, or a fresh random one (reported so the run can be repeated)."""
-    if seed is None:
-        return secrets.randbelow(MAX_SEED)
-    if not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {seed}")
-    return int(seed)
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """How to run the model over inputs."""
-
-    sampler: SamplerConfig
-    plan: WindowPlan
-    seed: int
-    batch_size: int = 1
-    channel_mode: ChannelMode = "mix"
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+FileStatus = Literal["ok", "failed", "skipped"]
 
 
 class Reporter(Protocol):
-    """What the separator tells its caller (the CLI draws progress bars from it)."""
+    """What a run tells its caller (the CLI prints messages and draws progress bars from it)."""
+
+    def run_started(self, files: int) -> None: ...
+
+    def file_skipped(self, result: FileResult) -> None: ...
 
     def file_started(self, job: FileJob) -> None: ...
 
@@ -125,7 +56,15 @@ class Reporter(Protocol):
     def batch_finished(self, windows: int) -> None: ...
 
 
-class _SilentReporter:
+class SilentReporter:
+    """A :class:`Reporter` that ignores everything (subclass it to hear some events)."""
+
+    def run_started(self, files: int) -> None:
+        pass
+
+    def file_skipped(self, result: FileResult) -> None:
+        pass
+
     def file_started(self, job: FileJob) -> None:
         pass
 
@@ -156,63 +95,10 @@ class Sink(Protocol):
 
     def abort(self) -> None: ...
 
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """Where and how one input's outputs are written.
-
-    paths: one per written source (separation: all K; enhancement: the speech source only).
-    sources: index of the model source written to each path.
-    sample_rate: rate of the files (input rate by default, or the model rate).
-    frames: exact length of the files (the input's frame count) or None.
-    """
-
-    paths: tuple[Path, ...]
-    sources: tuple[int, ...]
-    sample_rate: int
-    frames: int | None = None
-    format: str | None = None
-    subtype: str | None = None
-
-
-class FileSink:
-    """Streams each selected source to its own atomic writer; commits them as a group."""
-
-    def __init__(self, spec: OutputSpec, model_rate: int, channels: int) -> None:
-        self.spec = spec
-        self.writers: list[AtomicAudioWriter] = []
-        try:
-            for path in spec.paths:
-                self.writers.append(
-                    AtomicAudioWriter(
-                        path,
-                        spec.sample_rate,
-                        channels,
-                        format=spec.format,
-                        subtype=spec.subtype,
-                        source_rate=model_rate,
-                        frames=spec.frames,
-                    )
-                )
-        except BaseException:
-            self.abort()
-            raise
-
-    def write(self, estimates: torch.Tensor) -> None:
-        blocks = estimates.numpy()
-        for writer, source in zip(self.writers, self.spec.sources):
-            writer.write(blocks[source])
-
-    def commit(self) -> list[Path]:
-        return commit_all(self.writers)
-
-    def abort(self) -> None:
-        for writer in self.writers:
-            writer.abort()
-
     @property
     def clipped_samples(self) -> int:
-        return sum(writer.clipped_samples for writer in self.writers)
+        """Output samples clipped to [-1, 1] so far (0 where nothing is clipped)."""
+        ...
 
 
 class MemorySink:
@@ -230,6 +116,10 @@ class MemorySink:
     def abort(self) -> None:
         self.pieces.clear()
 
+    @property
+    def clipped_samples(self) -> int:
+        return 0
+
     def result(self) -> torch.Tensor:
         """``(K, C, N)`` at the model rate."""
         return torch.cat(self.pieces, dim=-1)
@@ -245,7 +135,7 @@ class FileResult:
     """What happened to one input."""
 
     input: str
-    status: str  # "ok" | "failed" | "skipped"
+    status: FileStatus
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -376,7 +266,7 @@ class FileJob:
                 self.result.windows = self._windows_seen
                 if self._peak == 0.0:
                     self.result.warnings.append("input is silent: the outputs are silent too")
-                clipped = getattr(self._sink, "clipped_samples", 0)
+                clipped = self._sink.clipped_samples
                 if clipped:
                     self.result.warnings.append(
                         f"{clipped} output samples were clipped to [-1, 1] "
@@ -428,7 +318,7 @@ def run_jobs(
     reporter: Reporter | None = None,
 ) -> list[FileResult]:
     """Drive ``jobs`` through the sampler in batches; returns one result per job, in order."""
-    reporter = reporter or _SilentReporter()
+    reporter = reporter or SilentReporter()
     started: list[FileJob] = []
     results: dict[int, FileResult] = {}
 
@@ -468,54 +358,8 @@ def run_jobs(
 
 
 # --------------------------------------------------------------------------------------------
-# Inputs: files and arrays
+# In-memory signals (files: diffsep.files)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileTask:
-    """One input file and where its outputs go (``None`` outputs: skipped, see ``reason``)."""
-
-    path: Path
-    output: OutputSpec
-
-
-def file_jobs(
-    model: DiffSepModel,
-    tasks: Sequence[FileTask],
-    settings: RunSettings,
-    failures: list[FileResult],
-) -> Iterator[FileJob]:
-    """Open each task lazily as a streaming job; inputs that fail validation go to ``failures``
-    (with their position) instead of stopping the run."""
-    align = model.config.task == "separation"
-    for task in tasks:
-        try:
-            info = probe_audio(task.path)
-            check_min_length(info, model.min_samples, model.sample_rate)
-            stream = stream_model_audio(info, model.sample_rate, settings.channel_mode)
-        except DiffsepError as err:
-            failures.append(FileResult(input=str(task.path), status="failed", error=str(err)))
-            continue
-        yield _job_for_file(model, task, info, stream, settings, align)
-
-
-def _job_for_file(
-    model: DiffSepModel,
-    task: FileTask,
-    info: AudioInfo,
-    stream: Any,
-    settings: RunSettings,
-    align: bool,
-) -> FileJob:
-    channels = stream.channels
-
-    def make_sink() -> Sink:
-        return FileSink(task.output, model.sample_rate, channels)
-
-    return FileJob(
-        str(task.path), iter(stream), channels, info.duration, make_sink, model, settings, align
-    )
 
 
 def separate_array(
