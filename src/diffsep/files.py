@@ -28,6 +28,7 @@ from diffsep.config import Task
 from diffsep.errors import DiffsepError
 from diffsep.inputs import InputFile, default_template, plan_outputs, stem_names
 from diffsep.model import DiffSepModel
+from diffsep.sampling import network_calls
 from diffsep.separator import FileJob, FileResult, Reporter, SilentReporter, run_jobs
 from diffsep.settings import OutputSettings, RunSettings
 
@@ -117,9 +118,12 @@ class RunSummary:
             "device": self.device,
             "seed": self.settings.seed,
             "sampler": sampler,
+            "network_calls_per_window": network_calls(self.settings.sampler),
             "window_samples": self.settings.plan.window,
             "hop_samples": self.settings.plan.hop,
             "batch_size": self.settings.batch_size,
+            "precision": self.settings.precision,
+            "compile": self.settings.compile,
             "processed": self.count("ok"),
             "failed": self.count("failed"),
             "skipped": self.count("skipped"),

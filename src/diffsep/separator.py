@@ -28,6 +28,7 @@ from diffsep.audio import apply_channel_mode, resample
 from diffsep.chunking import StreamingOverlapAdd, StreamingWindower, Window
 from diffsep.errors import AudioError, DiffsepError
 from diffsep.model import DiffSepModel, sample_windows
+from diffsep.sampling import network_calls
 from diffsep.settings import MAX_SEED, RunSettings
 
 # --------------------------------------------------------------------------------------------
@@ -49,9 +50,11 @@ class Reporter(Protocol):
 
     def file_finished(self, result: FileResult) -> None: ...
 
-    def batch_started(self, windows: int, steps: int) -> None: ...
+    def batch_started(self, windows: int, calls: int) -> None:
+        """A batch of ``windows`` starts; it needs ``calls`` network calls (NFE)."""
 
-    def sampler_step(self, step: int, steps: int) -> None: ...
+    def sampler_step(self, call: int, calls: int) -> None:
+        """Network call ``call`` (0-based) of ``calls`` is done."""
 
     def batch_finished(self, windows: int) -> None: ...
 
@@ -341,13 +344,14 @@ def run_jobs(
                 item.job.accept(item, torch.empty(0))
         if live:
             mixes = torch.stack([item.mixture for item in live])
-            reporter.batch_started(len(live), settings.sampler.steps)
+            reporter.batch_started(len(live), network_calls(settings.sampler))
             estimates = sample_windows(
                 model,
                 mixes,
                 [item.seed for item in live],
                 settings.sampler,
                 on_step=reporter.sampler_step,
+                precision=settings.precision,
             )
             for item, estimate in zip(live, estimates):
                 item.job.accept(item, estimate)

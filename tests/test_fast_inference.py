@@ -1,0 +1,208 @@
+"""Fast inference from the outside: --sampler/--tau/--grid-rho, --precision, --compile, NFE
+reporting, their bad-input errors, and a CUDA smoke test (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES, speech_like, write_wav
+from typer.testing import CliRunner
+
+import diffsep.model as model_module
+from diffsep.api import separate
+from diffsep.cli import app
+from diffsep.errors import ConfigError
+from diffsep.model import sample_windows
+from diffsep.sampling import SAMPLERS, network_calls
+from diffsep.separator import separate_array
+from diffsep.settings import run_settings
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture()
+def mixture(tmp_path: Path) -> Path:
+    return write_wav(tmp_path / "in" / "a.wav",
+                     speech_like(1.0, 8000, 1) + speech_like(1.0, 8000, 2, 220), 8000)
+
+
+def test_sampler_options_reach_the_run_and_the_summary(mixture, tmp_path, small_model_dirs,
+                                                       small_sep_model):
+    out = tmp_path / "out"
+    result = invoke("separate", mixture, "-o", out, "--model", small_model_dirs["sep"],
+                    "--sampler", "heun", "--steps", 3, "--tau", 0.6, "--grid-rho", 2,
+                    "--seed", 4, "--float32", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    sampler = summary["sampler"]
+    assert (sampler["method"], sampler["steps"], sampler["tau"], sampler["grid_rho"]) == (
+        "heun", 3, 0.6, 2.0)
+    assert summary["network_calls_per_window"] == 1 + 2 * 2 + 1
+    assert summary["precision"] == "fp32" and summary["compile"] is False
+
+    import soundfile as sf
+
+    written, _ = sf.read(out / "s1" / "a.wav")
+    audio, _ = sf.read(mixture)
+    expected = separate(small_sep_model, audio.astype(np.float32), 8000, sampler="heun",
+                        steps=3, tau=0.6, grid_rho=2.0, seed=4)
+    np.testing.assert_allclose(written, expected[0], atol=1e-6)
+    default = separate(small_sep_model, audio.astype(np.float32), 8000, steps=3, seed=4)
+    assert not np.allclose(default[0], expected[0], atol=1e-3)  # the options changed the result
+
+
+def test_header_names_the_sampler_and_its_network_calls(mixture, tmp_path, small_model_dirs):
+    result = invoke("separate", mixture, "-o", tmp_path / "out", "--model",
+                    small_model_dirs["sep"], "--sampler", "ddim", "--steps", 4)
+    assert result.exit_code == 0, result.output
+    assert "ddim sampler, 4 steps = 4 network calls per window, fp32" in result.stderr
+
+
+class Recording:
+    """A Reporter that keeps the batch and network-call events."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, int]] = []
+
+    def run_started(self, files):
+        pass
+
+    def file_skipped(self, result):
+        pass
+
+    def file_started(self, job):
+        pass
+
+    def file_finished(self, result):
+        pass
+
+    def batch_started(self, windows, calls):
+        self.events.append(("batch", windows, calls))
+
+    def sampler_step(self, call, calls):
+        self.events.append(("call", call, calls))
+
+    def batch_finished(self, windows):
+        pass
+
+
+@pytest.mark.parametrize("method", list(SAMPLERS))
+def test_progress_counts_network_calls(small_sep_model, method):
+    settings = run_settings(small_sep_model, sampler=method, steps=3, seed=0)
+    reporter = Recording()
+    separate_array(small_sep_model, speech_like(0.5, 8000, 3), 8000, settings, reporter)
+    nfe = network_calls(settings.sampler)
+    assert reporter.events == [("batch", 1, nfe)] + [("call", i, nfe) for i in range(nfe)]
+
+
+# -- precision -------------------------------------------------------------------------------
+
+
+def test_bf16_backbone_keeps_float32_around_it(small_sep_model, monkeypatch):
+    """bf16 autocast covers the backbone only: float32 out, close to fp32, not identical."""
+    expected = torch.load(FIXTURES / "expected-small-sep.pt", weights_only=True)
+    mix = expected["full.wav"][None][..., :4000]
+    mixes = torch.cat([mix, 0 * mix, 0.5 * mix])
+    full = sample_windows(small_sep_model, mixes, [1, 2, 3],
+                          run_settings(small_sep_model, steps=2).sampler)
+    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: True)
+    half = sample_windows(small_sep_model, mixes, [1, 2, 3],
+                          run_settings(small_sep_model, steps=2).sampler, precision="bf16")
+    assert small_sep_model.network.backbone_dtype is None  # restored after the call
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert torch.equal(half[1], torch.zeros_like(half[1]))
+    err = ((half - full).norm() / full.norm()).item()
+    assert 0 < err < 0.05, err
+
+
+def test_bf16_is_refused_on_a_cpu_without_bf16_kernels(small_sep_model, monkeypatch):
+    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="precision: bf16 .* accepted here: fp32$"):
+        run_settings(small_sep_model, precision="bf16")
+    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: True)
+    assert run_settings(small_sep_model, precision="bf16").precision == "bf16"
+
+
+# -- bad input on the command line: one line, non-zero exit, nothing written ------------------
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--sampler", "rk4"], ["sampler", "rk4", "pc, euler, heun, ddim"]),
+        (["--tau", "1.5"], ["tau", "(0.03, 1.0)"]),
+        (["--tau", "0.01"], ["tau", "(0.03, 1.0)"]),
+        (["--grid-rho", "0"], ["grid rho", "positive"]),
+        (["--sampler", "euler", "--steps", "1", "--no-denoise"], ["steps", ">= 2"]),
+        (["--precision", "fp64"], ["precision", "fp32, bf16, fp16"]),
+        (["--precision", "fp16"], ["precision", "fp16", "CUDA", "accepted here: fp32"]),
+    ],
+)
+def test_bad_fast_inference_options(mixture, tmp_path, small_model_dirs, args, words):
+    out = tmp_path / "out"
+    result = invoke("separate", mixture, "-o", out, "--model", small_model_dirs["sep"], *args)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert all(word in lines[0] for word in words), lines[0]
+    assert not out.exists()
+
+
+def test_compile_without_a_compiler_is_a_clear_error(mixture, tmp_path, small_model_dirs,
+                                                     monkeypatch):
+    from torch._inductor import config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
+    out = tmp_path / "out"
+    result = invoke("separate", mixture, "-o", out, "--model", small_model_dirs["sep"],
+                    "--compile")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--compile" in lines[0] and "C++ compiler" in lines[0], lines
+    assert not out.exists()
+
+
+def test_api_rejects_bad_options_before_running(small_sep_model):
+    audio = speech_like(0.5, 8000, 1)
+    with pytest.raises(ConfigError, match="sampler"):
+        separate(small_sep_model, audio, 8000, sampler="nope")
+    with pytest.raises(ConfigError, match="tau"):
+        separate(small_sep_model, audio, 8000, tau=0.0)
+
+
+# -- GPU -------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_on_the_reference_mixture(small_model_dirs):
+    from diffsep.loading import load_model
+
+    expected = torch.load(FIXTURES / "expected-small-sep.pt", weights_only=True)
+    wav = expected["full.wav"][0].numpy()
+    seed = int(expected["full.seed"])
+    gpu = load_model(str(small_model_dirs["sep"]), "separation", "cuda")
+    out = separate(gpu, wav, 8000, seed=seed, batch_size=1)
+    # CUDA draws its own noise stream, so compare the network, then the sampler's quality
+    cpu = load_model(str(small_model_dirs["sep"]), "separation", "cpu")
+    x = torch.randn(2, 2, 8000, generator=torch.Generator().manual_seed(0))
+    mix = x.sum(dim=1, keepdim=True)
+    t = torch.tensor([0.5, 0.9])
+    with torch.no_grad():
+        ref = cpu.network(x, t, mix)
+        got = gpu.network(x.cuda(), t.cuda(), mix.cuda()).cpu()
+    assert ((got - ref).abs().max() / ref.abs().max()).item() < 1e-3
+    assert out.shape == (2, 8000) and np.isfinite(out).all()
+    assert np.abs(out.sum(axis=0) - wav).max() < 0.5 * np.abs(wav).max()
+    for precision in ("bf16", "fp16"):
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            continue
+        half = separate(gpu, wav, 8000, seed=seed, precision=precision)
+        assert np.isfinite(half).all()
