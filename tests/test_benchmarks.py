@@ -78,3 +78,14 @@ def test_bench_sampling_scores_each_setting(tmp_path: Path, small_model_dirs) ->
         assert np.isfinite(row["si_sdri"]) and 1.0 <= row["pesq"] <= 4.6
         assert -1 <= row["estoi"] <= 1 and row["seconds"] > 0 and row["audio_seconds"] == 1.0
     assert plot.stat().st_size > 10_000
+
+
+def test_bench_network_times_calls_by_batch_and_precision(small_model_dirs) -> None:
+    rows = _run("bench_network.py", "--model", str(small_model_dirs["sep"]), "--batch-sizes",
+                "1,2", "--precisions", "fp32,fp64", "--calls", "1", "--seconds", "0.5",
+                "--threads", "1")
+    assert [(row["batch"], row["precision"]) for row in rows] == [
+        (1, "fp32"), (2, "fp32"), (1, "fp64"), (2, "fp64")]
+    for row in rows[:2]:
+        assert row["s_per_call"] > 0 and row["audio_s_per_s"] > 0 and row["window_s"] == 0.5
+    assert all("precision" in row["error"] for row in rows[2:])  # reported, not a crash
