@@ -276,6 +276,7 @@ def _file_command(task: Task, default_out: str) -> Callable[..., None]:
         quiet: QuietOpt = False,
         json_out: JsonOpt = False,
     ) -> None:
+        from diffsep import distributed
         from diffsep.audio import parse_channel_mode
         from diffsep.files import separate_files
         from diffsep.inputs import discover_inputs
@@ -296,18 +297,26 @@ def _file_command(task: Task, default_out: str) -> Callable[..., None]:
 
                 torch.set_num_threads(threads)
             found = discover_inputs(inputs)
-            loaded = load_model(model, task, device)
+            ranks = distributed.join(device)  # torchrun: one process per GPU / CPU share
+            loaded = load_model(model, task, str(ranks.device))
             _check_task(loaded, task)
             settings = run_settings(
                 loaded, sampler=sampler, steps=steps, snr=snr, corrector_steps=corrector_steps,
-                denoise=denoise, tau=tau, grid_rho=grid_rho, seed=seed, segment=segment,
-                overlap=overlap, batch_size=batch_size, channels=channel_mode,
-                precision=precision, compile=compile,
+                denoise=denoise, tau=tau, grid_rho=grid_rho,
+                seed=distributed.shared_seed(ranks, seed), segment=segment, overlap=overlap,
+                batch_size=batch_size, channels=channel_mode, precision=precision,
+                compile=compile,
             )
-            with _ProgressReporter(stderr, quiet, loaded, settings) as reporter:
-                summary = separate_files(loaded, found, out, settings, output, reporter)
+            with _ProgressReporter(stderr, quiet or not ranks.is_main, loaded,
+                                   settings) as reporter:
+                mine = separate_files(loaded, found, out, settings, output, reporter,
+                                      owns=ranks.owns if ranks.world > 1 else None)
+            summary = distributed.gather_summary(ranks, mine)
+            distributed.leave(ranks)
         except DiffsepError as err:
             raise _fail(str(err))
+        if summary is None:  # a rank other than 0: its files are written, rank 0 reports
+            raise typer.Exit(1 if mine.count("failed") else 0)
         if json_out:
             typer.echo(json.dumps(summary.to_dict(), indent=2))
         if summary.count("failed"):
