@@ -287,10 +287,11 @@ def test_time_grid_spacing():
         ({"steps": 0}, ["steps", ">= 1"]),
         ({"tau": 1.0}, ["tau", "(0.03, 1.0)"]),
         ({"tau": 0.01}, ["tau", "(0.03, 1.0)"]),
-        ({"grid_rho": 0.0}, ["grid rho", "positive"]),
+        ({"method": "ddim", "grid_rho": 0.0}, ["grid rho", "positive"]),
         ({"snr": -1.0}, ["snr", ">= 0"]),
         ({"t_eps": 1.5}, ["t_eps", "(0, 1.0)"]),
         ({"method": "heun", "steps": 1, "denoise": False}, ["steps", ">= 2"]),
+        ({"grid_rho": 2.0}, ["grid rho", "'pc'", "use 1"]),
     ],
 )
 def test_bad_settings_are_one_line_errors_before_any_call(change, words):

@@ -300,6 +300,11 @@ def check_sampler_settings(settings: SamplerConfig, T: float = 1.0) -> SamplerCo
         raise ConfigError(f"t_eps: must lie in (0, {T}), got {settings.t_eps}")
     if not (math.isfinite(settings.grid_rho) and settings.grid_rho > 0):
         raise ConfigError(f"grid rho: must be a positive number, got {settings.grid_rho}")
+    if settings.method == "pc" and settings.grid_rho != 1.0:
+        raise ConfigError(
+            f"grid rho: sampler 'pc' steps by a fixed dt = start / steps on the uniform grid; "
+            f"use 1 with it (got {settings.grid_rho}) or an ODE sampler (euler, heun, ddim)"
+        )
     if settings.tau is not None and not settings.t_eps < settings.tau < T:
         raise ConfigError(
             f"tau: must lie in (t_eps, T) = ({settings.t_eps}, {T}), got {settings.tau}"
