@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from conftest import FIXTURES, speech_like, write_wav
 from typer.testing import CliRunner
@@ -47,8 +48,6 @@ def test_sampler_options_reach_the_run_and_the_summary(mixture, tmp_path, small_
         "heun", 3, 0.6, 2.0)
     assert summary["network_calls_per_window"] == 1 + 2 * 2 + 1
     assert summary["precision"] == "fp32" and summary["compile"] is False
-
-    import soundfile as sf
 
     written, _ = sf.read(out / "s1" / "a.wav")
     audio, _ = sf.read(mixture)
@@ -227,3 +226,29 @@ def test_cuda_separates_in_every_precision(small_model_dirs):
                         precision=precision)
         assert half.dtype == np.float32 and np.isfinite(half).all()
         assert np.abs(half - full).max() < 0.1 * np.abs(full).max()
+
+
+def test_lookahead_gives_the_same_files(tmp_path, small_sep_model):
+    """Queueing batch k + 1 before fetching batch k (the CUDA pipeline) changes nothing."""
+    from diffsep.files import open_file_job
+    from diffsep.separator import run_jobs
+
+    folder = tmp_path / "in"
+    paths = [write_wav(folder / f"{i}.wav", speech_like(length, 8000, i), 8000)
+             for i, length in enumerate((0.7, 1.6, 0.4))]
+    settings = run_settings(small_sep_model, sampler="ddim", steps=2, seed=3, batch_size=2,
+                            segment=0.5)
+    from diffsep.settings import output_settings
+
+    outputs = {}
+    for ahead in (False, True):
+        jobs = []
+        for path in paths:
+            out = (tmp_path / str(ahead) / f"{path.stem}-1.wav",
+                   tmp_path / str(ahead) / f"{path.stem}-2.wav")
+            jobs.append(open_file_job(small_sep_model, path, out, settings, output_settings()))
+        results = run_jobs(small_sep_model, iter(jobs), settings, lookahead=ahead)
+        assert [r.status for r in results] == ["ok"] * 3
+        outputs[ahead] = [sf.read(p)[0] for r in results for p in r.outputs]
+    for a, b in zip(outputs[False], outputs[True], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -186,7 +186,6 @@ def backbone_precision(model: DiffSepModel, precision: str | None) -> Iterator[N
         model.network.backbone_dtype = before
 
 
-@torch.inference_mode()
 def sample_windows(
     model: DiffSepModel,
     mixes: torch.Tensor,
@@ -204,6 +203,22 @@ def sample_windows(
     :func:`diffsep.sampling.network_calls`). ``precision`` (fp32 | bf16 | fp16) sets the
     backbone's precision for this call; None keeps the network's own.
     """
+    return launch_windows(model, mixes, seeds, settings, on_step, precision)()
+
+
+@torch.inference_mode()
+def launch_windows(
+    model: DiffSepModel,
+    mixes: torch.Tensor,
+    seeds: list[int],
+    settings: SamplerConfig,
+    on_step: StepCallback | None = None,
+    precision: str | None = None,
+) -> Callable[[], torch.Tensor]:
+    """:func:`sample_windows` in two halves: queue the work on the device now, and return a
+    function that waits for it and returns the (B, K, W) CPU tensor. On CUDA the host is free
+    in between (to prepare the next batch); on the CPU the work is done before this returns.
+    """
     if mixes.ndim != 3 or mixes.shape[1] != 1:
         raise ValueError(f"mixes must be (B, 1, W), got {tuple(mixes.shape)}")
     batch, _, length = mixes.shape
@@ -211,15 +226,21 @@ def sample_windows(
     mixes = mixes.detach().cpu()
     active = torch.nonzero(mixes.abs().amax(dim=(1, 2)) > 0).flatten()  # one check, on the host
     if active.numel() == 0:
-        return out
+        return lambda: out
     mix = _to_device(mixes[active].float(), model.device)
     mix_norm, _, _ = normalize_mixture(mix)
     noise_fn = per_item_noise(window_generators([seeds[b] for b in active.tolist()], model.device))
     score_fn = _counting(model.network, network_calls(settings), on_step)
     with backbone_precision(model, precision):
         raw = sample(model.sde, score_fn, mix_norm, settings, noise_fn=noise_fn)
-    out[active] = rescale_to_mixture(mix, raw).float().cpu()
-    return out
+    estimates = rescale_to_mixture(mix, raw).float()
+
+    def result() -> torch.Tensor:
+        with torch.inference_mode():  # out is an inference tensor
+            out[active] = estimates.cpu()
+        return out
+
+    return result
 
 
 def _counting(score_fn: Callable[..., torch.Tensor], total: int,
