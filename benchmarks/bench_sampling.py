@@ -200,8 +200,8 @@ def plot(reports: list[dict], path: Path) -> None:
                 methods: dict[str, list] = {}
                 for row in report["rows"]:
                     x = row["nfe"] if x_key == "nfe" else row["seconds"] / row["audio_seconds"]
-                    key = row["setting"].split(":")[0] + (" +tau" if "tau=" in row["setting"]
-                                                          else "")
+                    method, _, *options = row["setting"].split(":")
+                    key = " ".join([method, *options])  # one line per method and options
                     methods.setdefault(key, []).append((x, row[metric], row["setting"]))
                 for key, points in methods.items():
                     points.sort()
@@ -222,6 +222,19 @@ def plot(reports: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def merge(reports: list[dict]) -> list[dict]:
+    """Reports of the same model, task, files and seed become one (rows of the first first)."""
+    merged: dict[tuple, dict] = {}
+    for report in reports:
+        key = (report["model"], report["task"], tuple(report["files"]), report["seed"])
+        if key in merged:
+            known = {row["setting"] for row in merged[key]["rows"]}
+            merged[key]["rows"] += [row for row in report["rows"] if row["setting"] not in known]
+        else:
+            merged[key] = {**report, "rows": list(report["rows"])}
+    return list(merged.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model (default: the bundled one)")
@@ -240,10 +253,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     parser.add_argument("--plot", type=Path, help="PNG of quality against NFE and seconds")
     parser.add_argument("--from-json", type=Path, nargs="+",
-                        help="skip the run: tabulate/plot saved reports")
+                        help="skip the run: tabulate/plot saved reports (runs of the same "
+                        "model, files and seed are merged, the first report's reference first)")
     args = parser.parse_args()
     if args.from_json:
-        reports = [json.loads(p.read_text()) for p in args.from_json]
+        reports = merge([json.loads(p.read_text()) for p in args.from_json])
     else:
         if not args.data:
             parser.error("--data is required (or --from-json)")
