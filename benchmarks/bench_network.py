@@ -94,7 +94,7 @@ def main() -> None:
             for batch in [int(b) for b in args.batch_sizes.split(",")]:
                 try:
                     row = measure(args, batch, precision, compiled)
-                except Exception as err:  # keep going: one failing combination is a result too
+                except Exception as err:  # noqa: BLE001 - a failing combination is a result too
                     row = {"batch": batch, "precision": precision, "compile": compiled,
                            "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
                 rows.append(row)

@@ -41,25 +41,19 @@ def _one_run(args: argparse.Namespace) -> dict:
     import torch
 
     from diffsep.model import resolve_device
-    from diffsep.nn.score_model import ScoreModel
-    from diffsep.sde import make_sde
-    from diffsep.train.ema import WeightEMA
-    from diffsep.train.loop import _autocast_dtype, _Dist, _train_step
+    from diffsep.train.distributed import Dist
+    from diffsep.train.loop import autocast_dtype, new_train_state, train_step
 
     torch.set_num_threads(args.threads)
     config = _config(args, [f"optim.batch_size={args.batch_size}",
                             f'optim.precision="{args.precision}"'])
     device = resolve_device(args.device)
-    torch.manual_seed(0)
-    network = ScoreModel(config.model).to(device)
-    sde = make_sde(config.model.sde, config.model.num_sources)
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.optim.lr)
-    scaler = (torch.amp.GradScaler("cuda")
-              if device.type == "cuda" and args.precision == "fp16" else None)
-    ema = WeightEMA(network, config.optim.ema_decay)
-    network.backbone_dtype = _autocast_dtype(config, device)
-    train_model = network
-    ctx = _Dist(0, 1, device, active=False)
+    state = new_train_state(config, device)  # what diffsep train builds
+    network = state.network
+    network.backbone_dtype = autocast_dtype(config, device)
+    if config.optim.compile:
+        network.backbone.compile(dynamic=False)
+    ctx = Dist(0, 1, device, active=False)
 
     samples = int(round(config.optim.segment_seconds * config.model.sample_rate))
     k = config.model.num_sources
@@ -69,8 +63,8 @@ def _one_run(args: argparse.Namespace) -> dict:
     separation = config.model.task == "separation"
 
     def step(i: int) -> float:
-        loss, _, _ = _train_step(config, ctx, train_model, network, sde, optimizer, scaler, ema,
-                                 mix, sources, i, permutation_invariant=separation)
+        loss, _, _ = train_step(config, ctx, state, mix, sources, i,
+                                permutation_invariant=separation)
         return loss
 
     for i in range(args.warmup):
@@ -90,7 +84,7 @@ def _one_run(args: argparse.Namespace) -> dict:
         "params_M": round(sum(p.numel() for p in network.parameters()) / 1e6, 3),
         "crop_s": config.optim.segment_seconds,
         "batch_size": config.optim.batch_size,
-        "precision": args.precision if device.type == "cuda" else "fp32",
+        "precision": "fp32" if network.backbone_dtype is None else args.precision,
         "threads": args.threads,
         "s_per_step": round(seconds, 4),
         "audio_s_per_s": round(config.optim.batch_size * config.optim.segment_seconds / seconds,
@@ -103,7 +97,7 @@ def _one_run(args: argparse.Namespace) -> dict:
 
 
 def _data_rate(args: argparse.Namespace) -> dict:
-    from diffsep.train.loop import build_train_dataset
+    from diffsep.train.batches import build_train_dataset
 
     config = _config(args, [])
     dataset = build_train_dataset(config)
@@ -127,7 +121,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes")
     parser.add_argument("--precisions", default="bf16",
-                        help="comma-separated: bf16, fp16, fp32 (CUDA only; the CPU is fp32)")
+                        help="comma-separated: bf16, fp16, fp32 (fp16 is CUDA only: fp32 on a CPU)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -147,7 +141,7 @@ def main() -> None:
               "audio_s_per_s", "peak_rss_MiB", "cuda_peak_MiB")
     if not args.json:
         print(" ".join(f"{h:>13}" for h in header), flush=True)
-    precisions = args.precisions.split(",") if args.device != "cpu" else ["fp32"]
+    precisions = args.precisions.split(",")
     for precision in precisions:
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             command = [sys.executable, __file__, "--one", "--config", args.config,

@@ -1,4 +1,5 @@
-"""Audio validation, streaming reads at the model rate, atomic streaming writes (diffsep.audio)."""
+"""Audio validation, streaming reads at the model rate (diffsep.audio), resampling
+(diffsep.resample) and atomic streaming writes (diffsep.writer)."""
 
 from __future__ import annotations
 
@@ -15,27 +16,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from audio_writing import AtomicGroup, write_audio
 
 from diffsep.audio import (
-    AtomicAudioWriter,
-    AtomicGroup,
     AudioInfo,
-    StreamResampler,
     apply_channel_mode,
     check_min_length,
+    parse_channel_mode,
+    probe_audio,
+    read_audio,
+    stream_model_audio,
+)
+from diffsep.errors import AudioError, ConfigError, OutputError
+from diffsep.resample import StreamResampler, resample, resampled_length
+from diffsep.writer import (
+    AtomicAudioWriter,
     choose_subtype,
     commit_all,
     default_subtype,
     format_from_extension,
-    parse_channel_mode,
-    probe_audio,
-    read_audio,
-    resample,
-    resampled_length,
-    stream_model_audio,
-    write_audio,
 )
-from diffsep.errors import AudioError, ConfigError, OutputError
 
 RATES = [8000, 16000, 22050, 44100, 48000]
 
@@ -404,6 +404,7 @@ def test_invalid_format_combinations_raise_config_error(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow  # starts an interpreter
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs RLIMIT_FSIZE (POSIX)")
 def test_disk_full_becomes_output_error_and_cleans_up(tmp_path):
     """A file-size limit makes writes fail with EFBIG, like a full disk."""
@@ -413,7 +414,7 @@ def test_disk_full_becomes_output_error_and_cleans_up(tmp_path):
         from pathlib import Path
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
-        from diffsep.audio import AtomicAudioWriter
+        from diffsep.writer import AtomicAudioWriter
         from diffsep.errors import OutputError
         path = Path({str(tmp_path / 'big.wav')!r})
         try:

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the benchmark scripts in subprocesses
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 TINY_TRAIN = """

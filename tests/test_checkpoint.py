@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffsep import checkpoint as ckpt
 from diffsep.checkpoint import (
     MissingEMAWarning,
     convert_authors_checkpoint,
     load_model_files,
+    model_files,
     read_authors_checkpoint,
     save_model_file,
     save_model_folder,
@@ -645,7 +645,7 @@ def test_convert_writes_our_format_with_provenance(tmp_path, sep_model):
     )
     card = (folder / "README.md").read_text()
     assert "fakufaku/diffsep/checkpoint.pt" in card and "EMA" in card
-    assert ckpt._sha256(SEP) in card
+    assert model_files._sha256(SEP) in card
     loaded_config, loaded = load_model_files(folder)
     assert loaded_config == config
     assert all(torch.equal(loaded[k], weights[k]) for k in weights)

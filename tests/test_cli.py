@@ -197,8 +197,8 @@ def test_default_window_is_the_models(mixtures: Path, tmp_path: Path, small_mode
     # the fixture model sets no window: 4 s; a copy whose config sets 1 s uses that instead,
     # and --segment still overrides it
     from diffsep.checkpoint import load_model_files, save_model_folder
-    from diffsep.config import model_segment_seconds
     from diffsep.chunking import efficient_window_length
+    from diffsep.config import model_segment_seconds
 
     config, weights = load_model_files(small_model_dirs["sep"])
     assert config.sampler.segment_seconds is None and model_segment_seconds(config) == 4.0

@@ -454,6 +454,7 @@ def test_undefined_metric_values_are_left_out_and_reported(tmp_path: Path, monke
     assert "PESQ (nb) undefined for 1 file(s), left out of its mean: c" in stderr
 
 
+@pytest.mark.slow  # starts worker processes
 def test_pesq_and_estoi_in_parallel_match_inline_and_direct(tmp_path: Path) -> None:
     pytest.importorskip("pesq")
     pytest.importorskip("pystoi")
@@ -484,6 +485,7 @@ def test_pesq_and_estoi_in_parallel_match_inline_and_direct(tmp_path: Path) -> N
     assert_one_line_error(code, err, str(out / "s2" / "c.wav"), "NaN or Inf")
 
 
+@pytest.mark.slow  # runs the DNSMOS networks
 def test_dnsmos_via_the_command(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("speechmos")

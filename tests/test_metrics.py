@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from diffsep import metrics as M
+from diffsep.permutation import all_permutations
 
 
 def speechlike(num_samples: int, sample_rate: int, f0: float, seed: int = 0) -> np.ndarray:
@@ -146,7 +147,7 @@ def test_best_permutation_maximises_the_sum_not_greedily() -> None:
     assert M.best_permutation(np.array([[10.0, 9.0], [9.0, 0.0]])) == (1, 0)
     matrix = np.array([[9.0, 8.0, 0.0], [8.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     assert M.best_permutation(matrix) == (1, 0, 2)
-    assert M.all_permutations(3).shape == (6, 3)
+    assert all_permutations(3).shape == (6, 3)
     with pytest.raises(ValueError):
         M.best_permutation(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="up to 8 sources"):
@@ -250,6 +251,7 @@ def dnsmos_scorer() -> M.DnsmosP835:
     return M.DnsmosP835()
 
 
+@pytest.mark.slow  # runs the DNSMOS networks
 def test_dnsmos_matches_the_speechmos_implementation(dnsmos_scorer, monkeypatch) -> None:
     """speechmos.dnsmos.run is the packaged reference. It imports librosa (only for its P.808
     model, whose output we do not use) and requests (unused); stub both so the check runs
@@ -280,6 +282,7 @@ def test_dnsmos_matches_the_speechmos_implementation(dnsmos_scorer, monkeypatch)
     assert 1.0 < ours["ovrl"] < 5.0
 
 
+@pytest.mark.slow  # runs the DNSMOS networks
 def test_dnsmos_runs_offline(dnsmos_scorer, monkeypatch) -> None:
     def no_network(*args, **kwargs):
         raise AssertionError("DNSMOS tried to open a network connection")

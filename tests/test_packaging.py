@@ -12,6 +12,8 @@ import pytest
 
 from diffsep.hub import BUNDLED_MODELS
 
+pytestmark = pytest.mark.slow  # builds a wheel and starts an interpreter
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -42,6 +42,7 @@ class ReferenceNoise:
         return z
 
 
+@pytest.mark.slow  # two full 30-step reference runs (the fast loop keeps test_separator's)
 @pytest.mark.parametrize("name", ["sep", "enh"])
 def test_full_separation_reproduces_reference(name):
     ref = torch.load(FIXTURES / f"expected-small-{name}.pt", weights_only=True)

@@ -216,3 +216,31 @@ def test_bad_shapes_raise():
         sde.apply_L(x, torch.ones(3), torch.zeros(2, 1, 10))
     with pytest.raises(ValueError):
         sde.prior_mean(torch.zeros(2, 2, 10))
+
+
+@pytest.mark.parametrize("kind", ["mix", "prior_mix"])
+@pytest.mark.parametrize("K", [2, 3])
+def test_score_and_sources_convert_both_ways(kind, K):
+    from diffsep.sde import project_to_mixture
+
+    sde = DiffusionMixingSDE(num_sources=K, kind=kind, avg_len=15)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, K, 200, generator=g, dtype=torch.float64)
+    sources = torch.randn(4, K, 200, generator=g, dtype=torch.float64)
+    mix = sources.sum(dim=1, keepdim=True)
+    t = torch.tensor([0.03, 0.3, 0.7, 1.0], dtype=torch.float64)
+    # the Gaussian marginal's score, written out with the explicit covariance matrix
+    score = sde.score_from_sources(x, t, mix, sources)
+    lambda1, lambda2 = sde.eigenvalues(t)
+    P = torch.full((K, K), 1.0 / K, dtype=torch.float64)
+    scale = sde.noise_scale(mix).square()  # (B, 1, 1) or (B, 1, N)
+    for b in range(4):
+        sigma = lambda1[b] * P + lambda2[b] * (torch.eye(K, dtype=torch.float64) - P)
+        expected = -torch.linalg.solve(sigma, x[b] - sde.mean(sources, t)[b]) / scale[b]
+        assert torch.allclose(score[b], expected, atol=1e-6 * expected.abs().max())
+    back = sde.sources_from_score(x, t, mix, score)
+    assert torch.allclose(back, sources, atol=1e-9)
+    assert torch.allclose(sde.unmean(sde.mean(sources, t), t), sources, atol=1e-12)
+    projected = project_to_mixture(sources + 0.3, mix)
+    assert torch.allclose(projected.sum(dim=1, keepdim=True), mix, atol=1e-12)
+    assert torch.allclose(projected, sources, atol=1e-12)  # an offset on all sources is removed

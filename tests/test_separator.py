@@ -8,9 +8,9 @@ import torch
 from conftest import FIXTURES, speech_like
 
 from diffsep.api import enhance, separate
+from diffsep.chunking import efficient_window_length, plan_windows_for
 from diffsep.config import STFTConfig
 from diffsep.errors import AudioError, ConfigError
-from diffsep.chunking import efficient_window_length, plan_windows_for
 
 
 def test_single_window_run_reproduces_reference_separate(small_sep_model) -> None:

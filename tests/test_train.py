@@ -31,13 +31,17 @@ from diffsep.train.config import (
 from diffsep.train.ema import WeightEMA
 from diffsep.train.loss import (
     TrainingDraw,
+    data_prediction_loss,
     diffsep_loss,
     draw_training_noise,
+    implied_score_loss,
     network_input,
     normalize_batch,
+    pit_si_sdr_loss,
     prior_branch_loss,
     reorder_sources,
     score_matching_loss,
+    si_sdr,
 )
 
 RATE = 8000
@@ -170,6 +174,68 @@ def test_draw_training_noise() -> None:
     again = draw(0.1)
     assert torch.equal(again.z, d.z) and torch.equal(again.t, d.t)
     assert not torch.equal(draw(0.1, seed=1).z, d.z)
+
+
+@pytest.mark.parametrize("kind", ["mix", "prior_mix"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_implied_score_loss_is_the_score_matching_loss_of_the_implied_score(
+    k: int, kind: str
+) -> None:
+    sde = _sde(k, kind)
+    mix, sources = _batch(k, b=4)
+    g = torch.Generator().manual_seed(5)
+    estimates = sources + 0.3 * torch.randn(sources.shape, generator=g, dtype=torch.float64)
+    estimates = estimates + (mix - estimates.sum(1, keepdim=True)) / k  # sums to the mixture
+    t = torch.tensor([0.05, 0.3, 0.8, 1.0], dtype=torch.float64)
+    at_T = torch.tensor([False, False, True, True])
+    t = torch.where(at_T, torch.ones_like(t), t)
+    z = torch.randn(sources.shape, generator=g, dtype=torch.float64)
+    order = torch.arange(k).expand(4, k)
+    draw = TrainingDraw(t=t, at_T=at_T, z=z, order=order)
+    x_t = network_input(sde, mix, sources, draw)
+    score = sde.score_from_sources(x_t, t, mix, estimates)
+    paper = diffsep_loss(sde, score, mix, sources, draw, permutation_invariant=False)
+    unclipped = implied_score_loss(sde, estimates, sources, t, mix, snr_clip=1e12)
+    assert torch.allclose(unclipped, paper, rtol=1e-6)
+    # min-SNR clipping only ever lowers the weight
+    clipped = implied_score_loss(sde, estimates, sources, t, mix, snr_clip=0.5)
+    assert bool((clipped <= unclipped * (1 + 1e-12)).all()) and bool((clipped < unclipped).any())
+
+
+def test_pit_si_sdr_loss_finds_the_order_and_measures_in_db() -> None:
+    g = torch.Generator().manual_seed(2)
+    sources = torch.randn(2, 3, 400, generator=g, dtype=torch.float64)
+    noise = torch.randn(sources.shape, generator=g, dtype=torch.float64)
+    estimates = sources[:, [2, 0, 1]] + 0.1 * noise  # item b's estimate k is source order[k]
+    loss, order = pit_si_sdr_loss(estimates, sources, permutation_invariant=True)
+    assert order.tolist() == [[2, 0, 1], [2, 0, 1]]
+    expected = -si_sdr(estimates, sources[:, [2, 0, 1]]).mean(dim=1)
+    assert torch.allclose(loss, expected) and bool((loss < -15).all())  # ~20 dB
+    fixed, identity = pit_si_sdr_loss(estimates, sources, permutation_invariant=False)
+    assert identity.tolist() == [[0, 1, 2], [0, 1, 2]] and bool((fixed > 0).all())
+    # SI-SDR ignores the scale of the estimate
+    noisy = sources + 0.1 * noise
+    assert torch.allclose(si_sdr(3.0 * noisy, sources), si_sdr(noisy, sources))
+    total = data_prediction_loss(
+        _sde(3), estimates, sources.sum(1, keepdim=True), sources,
+        TrainingDraw(t=torch.ones(2, dtype=torch.float64), at_T=torch.ones(2, dtype=torch.bool),
+                     z=noise, order=torch.arange(3).expand(2, 3)),
+        permutation_invariant=True, score_weight=0.0, snr_clip=5.0,
+    )
+    assert torch.allclose(total, loss)
+
+
+def test_skewed_time_draw_stays_in_range_and_favours_T() -> None:
+    g = torch.Generator().manual_seed(0)
+    plain = draw_training_noise(4000, 2, 8, p_T=0.0, t_min=0.03, shuffle_sources=False,
+                                generator=g)
+    g = torch.Generator().manual_seed(0)
+    skewed = draw_training_noise(4000, 2, 8, p_T=0.0, t_min=0.03, shuffle_sources=False,
+                                 generator=g, t_skew=3.0)
+    for draw in (plain, skewed):
+        assert float(draw.t.min()) >= 0.03 and float(draw.t.max()) <= 1.0
+    assert abs(float(plain.t.mean()) - 0.515) < 0.02
+    assert float(skewed.t.mean()) > 0.7  # E[1 - (1 - u)^3] = 3/4
 
 
 def test_normalize_batch_keeps_the_sum() -> None:
@@ -310,7 +376,7 @@ def _write_group(root: Path, name: str, signals: dict[str, np.ndarray]) -> None:
 
 def test_dataset_folder_names_from_the_config(tmp_path: Path) -> None:
     from diffsep.errors import AudioError
-    from diffsep.train.loop import build_train_dataset, build_valid_dataset
+    from diffsep.train.batches import build_train_dataset, build_valid_dataset
 
     rng = np.random.default_rng(0)
     libri = tmp_path / "Libri2Mix" / "wav8k" / "min" / "train-360"  # LibriMix's own layout
@@ -459,10 +525,12 @@ def _losses(config: TrainConfig, **kw: object) -> tuple[list[float], object]:
     return losses, result
 
 
+@pytest.mark.slow  # trains
 def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
     from diffsep.loading import load_model
     from diffsep.model import sample_windows
-    from diffsep.train.loop import export_model, latest_checkpoint, read_checkpoint
+    from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
+    from diffsep.train.export import export_model
 
     torch.set_num_threads(1)
     straight_cfg = _tiny_config(tmp_path, "straight")
@@ -517,10 +585,12 @@ def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
         export_model(tmp_path, tmp_path / "nothing")
 
 
+@pytest.mark.slow  # trains
 def test_stop_request_cancels_a_validation_under_way(tmp_path: Path) -> None:
     import signal
 
-    from diffsep.train.loop import TrainHooks, latest_checkpoint, train
+    from diffsep.train.checkpoints import latest_checkpoint
+    from diffsep.train.loop import TrainHooks, train
 
     torch.set_num_threads(1)
     config = _tiny_config(tmp_path, "stopped", steps=6)
@@ -564,6 +634,7 @@ def _ddp_worker(rank: int, world: int, port: int, config_json: str, out: str) ->
     )
 
 
+@pytest.mark.slow  # trains
 def test_ddp_gloo_two_processes(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
@@ -576,7 +647,7 @@ def test_ddp_gloo_two_processes(tmp_path: Path) -> None:
     assert ranks[0]["step"] == ranks[1]["step"] == 2
     assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
     # the weights moved away from the (shared) initialisation
-    from diffsep.train.loop import latest_checkpoint, read_checkpoint
+    from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
 
     _, state = read_checkpoint(latest_checkpoint(config.output.dir))
     torch.manual_seed(config.optim.seed)
@@ -588,6 +659,7 @@ def test_ddp_gloo_two_processes(tmp_path: Path) -> None:
     assert "2 process(es)" in log and "different weights" not in log
 
 
+@pytest.mark.slow  # trains
 def test_cli_train_and_export(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -644,8 +716,9 @@ def test_cli_train_and_export(tmp_path: Path) -> None:
     assert latest_checkpoint_name(tmp_path / "other") == ""
 
 
+@pytest.mark.slow  # trains
 def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> None:
-    from diffsep.train.loop import latest_checkpoint, read_checkpoint
+    from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
 
     torch.set_num_threads(1)
     base_cfg = _tiny_config(tmp_path, "base")
@@ -676,16 +749,18 @@ def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> No
 
 
 def latest_checkpoint_name(run: Path) -> str:
-    from diffsep.train.loop import latest_checkpoint
+    from diffsep.train.checkpoints import latest_checkpoint
 
     found = latest_checkpoint(run)
     return found.name if found else ""
 
 
+@pytest.mark.slow  # trains
 def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None:
     import signal
 
-    from diffsep.train.loop import TrainHooks, latest_checkpoint, train
+    from diffsep.train.checkpoints import latest_checkpoint
+    from diffsep.train.loop import TrainHooks, train
 
     config = _tiny_config(tmp_path, "signal", steps=5)
     config = dataclasses.replace(config, valid=dataclasses.replace(config.valid, every=0))
@@ -704,6 +779,7 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path: Path) -> None
     assert "resumed from" in (Path(config.output.dir) / "train.log").read_text()
 
 
+@pytest.mark.slow  # trains
 def test_loader_worker_processes_draw_the_same_batches(tmp_path: Path) -> None:
     # GPU runs read and mix audio in `data.num_workers` spawned processes: the items depend on
     # (seed, epoch, index) only, so the run is the same as with in-process loading
@@ -716,6 +792,7 @@ def test_loader_worker_processes_draw_the_same_batches(tmp_path: Path) -> None:
     assert with_workers == in_process
 
 
+@pytest.mark.slow  # trains
 def test_enhancement_run(tmp_path: Path) -> None:
     from diffsep.loading import load_model
 
@@ -752,7 +829,7 @@ def test_enhancement_run(tmp_path: Path) -> None:
     from diffsep.train.loop import train
 
     result = train(config, device="cpu")
-    assert result.status == "finished" and set(result.validation) == {"si_sdr", "si_sdri"}
+    assert result.status == "finished" and set(result.validation) == {"si_sdr", "si_sdri", "si_sdr_T", "si_sdri_T"}
     assert all(math.isfinite(v) for v in result.validation.values())
     loaded = load_model(result.export, device="cpu")
     assert loaded.config.task == "enhancement" and loaded.config.sde.kind == "prior_mix"
@@ -775,3 +852,51 @@ def test_mixed_precision_backbone_keeps_the_stft_in_float32() -> None:
     mixed.square().mean().backward()
     trained = [p for p in network.parameters() if p.requires_grad]
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in trained)
+
+
+def test_data_prediction_run_with_curriculum_and_one_shot_validation(tmp_path: Path) -> None:
+    from diffsep.loading import load_model
+    from diffsep.model import sample_windows
+
+    config = _tiny_config(tmp_path, "data", objective="sisdr", score_weight=0.1,
+                          curriculum_steps=2, t_skew=2.0)
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(TINY_MODEL, parameterisation="data"),
+        valid=dataclasses.replace(config.valid, sampler=False),
+    )
+    losses, result = _losses(config)
+    assert result.status == "finished" and len(losses) == 4
+    assert all(math.isfinite(x) for x in losses)
+    assert set(result.validation) == {"si_sdr_T", "si_sdri_T"}  # no sampler run
+    run = Path(config.output.dir)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train_cpu_s"] > 0 for r in records)
+    model = load_model(result.export, device="cpu")
+    assert model.config.parameterisation == "data"
+    est = sample_windows(model, torch.randn(2, 1, 400) * 0.1, [0, 1], model.config.sampler)
+    assert est.shape == (2, 2, 400) and bool(torch.isfinite(est).all())
+
+
+def test_cpu_budget_pauses_the_run_with_a_last_validation(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, "budget", cpu_minutes=1e-6, steps=50)
+    config = dataclasses.replace(config, valid=dataclasses.replace(config.valid, every=10))
+    losses, result = _losses(config)
+    assert result.status == "paused" and result.step == 1 and len(losses) == 1
+    records = [json.loads(line)
+               for line in (Path(config.output.dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "valid"] == [1]
+    with pytest.raises(ConfigError, match="cpu_minutes"):
+        load_train_config(None, ["optim.cpu_minutes=-1"])
+
+
+def test_enhancement_si_sdr_loss_scores_the_speech_only() -> None:
+    g = torch.Generator().manual_seed(3)
+    speech, noise = torch.randn(2, 1, 500, generator=g), torch.randn(2, 1, 500, generator=g)
+    sources = torch.cat([speech, noise], dim=1)
+    estimates = torch.cat([speech + 0.1 * noise, 5.0 * noise.flip(-1)], dim=1)  # noise way off
+    both, _ = pit_si_sdr_loss(estimates, sources, permutation_invariant=False)
+    speech_only, order = pit_si_sdr_loss(estimates, sources, permutation_invariant=False,
+                                         scored=1)
+    assert torch.allclose(speech_only, -si_sdr(estimates[:, 0], speech[:, 0]))
+    assert bool((speech_only < both).all()) and order.tolist() == [[0, 1], [0, 1]]

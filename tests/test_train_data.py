@@ -401,6 +401,7 @@ def test_dynamic_mixing_configuration_errors(tmp_path):
 # --------------------------------------------------------------------------- loaders
 
 
+@pytest.mark.slow  # starts worker processes
 def test_dataloader_with_workers_matches_direct_access(tmp_path):
     make_speech_folder(tmp_path / "speech")
     make_mixture_folder(tmp_path / "wsj")

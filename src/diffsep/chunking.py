@@ -24,8 +24,6 @@ Both streaming classes keep O(W) samples, so memory does not grow with the signa
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffsep import permutation
 from diffsep.config import ModelConfig, STFTConfig, model_segment_seconds
 from diffsep.errors import ConfigError
-
-MAX_BRUTE_FORCE_SOURCES = 8
-"""best_permutation tries all K! orders; beyond this many sources it refuses (ValueError)."""
+from diffsep.permutation import MAX_BRUTE_FORCE_SOURCES
 
 
 @dataclass(frozen=True)
@@ -273,24 +270,8 @@ def best_permutation(reference: Tensor, candidate: Tensor) -> tuple[int, ...]:
             f"expected two (K, M) tensors of equal shape, got {tuple(reference.shape)} and "
             f"{tuple(candidate.shape)}"
         )
-    num_sources = reference.shape[0]
-    if num_sources > MAX_BRUTE_FORCE_SOURCES:
-        raise ValueError(
-            f"permutation alignment supports at most {MAX_BRUTE_FORCE_SOURCES} sources, "
-            f"got {num_sources}"
-        )
-    if num_sources <= 1:
-        return tuple(range(num_sources))
     similarity = reference.double() @ candidate.double().T  # (K, K): [k, j] = <ref_k, cand_j>
-    orders = _all_orders(num_sources)  # (K!, K), the identity first
-    scores = similarity[torch.arange(num_sources), orders].sum(dim=-1)
-    best = int(torch.argmax(scores))  # the first maximum: the identity on ties
-    return tuple(int(i) for i in orders[best])
-
-
-@functools.cache
-def _all_orders(num_sources: int) -> Tensor:
-    return torch.tensor(list(itertools.permutations(range(num_sources))))
+    return permutation.best_permutation(similarity.numpy())
 
 
 class StreamingOverlapAdd:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -31,6 +31,10 @@ from diffsep.config import DEFAULT_OVERLAP, Task
 from diffsep.errors import DiffsepError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+    from typing_extensions import Self
+
+    from diffsep.evaluate import EvalPlan, EvalSettings, Summary
     from diffsep.model import DiffSepModel
     from diffsep.separator import FileJob, FileResult
     from diffsep.settings import RunSettings
@@ -370,7 +374,7 @@ class _ProgressReporter:
                                                  total=network_calls(settings.sampler))
         self.expected_windows = 0
 
-    def __enter__(self) -> _ProgressReporter:
+    def __enter__(self) -> Self:
         self.progress.__enter__()
         return self
 
@@ -579,25 +583,18 @@ def _run_eval(*, ref: Path, est: Path, mix: Optional[Path], pattern: Optional[st
         if not quiet:
             stderr.print(f"note: {message}", soft_wrap=True, markup=False)
 
-    ev.check_outputs(csv_path, plot)
-    plan = ev.plan_evaluation(ref, est, mix_dir=mix, pattern=pattern, intersection=intersection)
-    requested = ev.parse_metric_names(metric_names) if metric_names is not None else None
-    chosen, skipped = ev.choose_metrics(requested, mixture_problem=plan.mixture_problem())
-    if skipped:
-        names = ", ".join(m.upper() for m in skipped)
-        note(f"{names} not computed: they need the eval extra: {ev.EXTRA_HINT}")
-    if requested is None and not plan.has_mixture:
-        note(f"SI-SDRi not computed: {plan.mixture_problem()}")
-    mode = ev.resolve_pesq_mode(pesq_mode, ev.probe_sample_rate(plan)) if "pesq" in chosen else None
-    settings = ev.EvalSettings(metrics=chosen, pesq_mode=mode, zero_mean=zero_mean)
-    if plan.missing or plan.extra:
-        parts = []
-        if plan.num_missing_refs:
-            parts.append(f"left out {plan.num_missing_refs} reference(s) without all estimates")
-        if plan.extra:
-            parts.append(f"ignored {len(plan.extra)} estimate(s) without a reference")
-        stderr.print(f"warning: --intersection: scoring {len(plan.items)} file(s); "
-                     f"{', '.join(parts)}", soft_wrap=True, markup=False)
+    def warn(message: str) -> None:
+        stderr.print(f"warning: {message}", soft_wrap=True, markup=False)
+
+    prepared = ev.prepare_evaluation(
+        ref, est, mix=mix, pattern=pattern, metric_names=metric_names, pesq_mode=pesq_mode,
+        zero_mean=zero_mean, intersection=intersection, csv_path=csv_path, plot_path=plot,
+    )
+    plan, settings = prepared.plan, prepared.settings
+    for message in prepared.notes:
+        note(message)
+    for message in prepared.warnings:
+        warn(message)
 
     progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=stderr,
@@ -606,22 +603,9 @@ def _run_eval(*, ref: Path, est: Path, mix: Optional[Path], pattern: Optional[st
         task = progress.add_task("scoring", total=len(plan.items))
         scores = ev.evaluate(plan, settings, jobs=jobs or ev.default_jobs(),
                              on_progress=lambda done, total: progress.update(task, completed=done))
-
-    columns = settings.columns()
-    summary = ev.summarize(scores, columns)
-    long = ev.length_mismatches(scores)
-    if long:
-        shown = ev.short_list([f"{s.name} ({s.length_mismatch_s:.2f} s)" for s in long])
-        stderr.print(f"warning: {len(long)} file(s) differ in length by more than "
-                     f"{ev.LENGTH_TOLERANCE_S} s between their signals (all cropped to the "
-                     f"shortest): {shown}", soft_wrap=True, markup=False)
-    labels = _eval_labels(settings)
-    for column in columns:
-        undefined = ev.undefined_files(scores, column)
-        if undefined:
-            stderr.print(f"warning: {labels[column]} undefined for {len(undefined)} "
-                         f"file(s), left out of its mean: {ev.short_list(undefined)}",
-                         soft_wrap=True, markup=False)
+    summary = ev.summarize(scores, settings.columns())
+    for message in ev.score_warnings(scores, settings):
+        warn(message)
 
     table = _eval_table(plan, settings, summary, len(scores))
     (stderr if json_out else Console(highlight=False)).print(table)
@@ -631,27 +615,21 @@ def _run_eval(*, ref: Path, est: Path, mix: Optional[Path], pattern: Optional[st
         ev.write_text(csv_path, ev.csv_text(plan, settings, scores, summary))
         note(f"wrote {csv_path}")
     if plot is not None:
-        ev.plot_distributions(plot, scores, summary, labels,
+        ev.plot_distributions(plot, scores, summary, ev.column_labels(settings),
                               title=f"{plan.est_dir} vs {plan.ref_dir} ({len(scores)} files)")
         note(f"wrote {plot}")
 
 
-def _eval_labels(settings: Any) -> dict[str, str]:
-    from diffsep.evaluate import COLUMN_LABELS
-
-    labels = dict(COLUMN_LABELS)
-    if settings.pesq_mode:
-        labels["pesq"] = f"PESQ ({settings.pesq_mode})"
-    return labels
-
-
-def _eval_table(plan: Any, settings: Any, summary: dict[str, Any], num_files: int) -> Any:
+def _eval_table(plan: EvalPlan, settings: EvalSettings, summary: dict[str, Summary],
+                num_files: int) -> Table:
     import math
 
     from rich.table import Table
     from rich.text import Text
 
-    labels = _eval_labels(settings)
+    from diffsep.evaluate import column_labels
+
+    labels = column_labels(settings)
     sources = f", {plan.num_sources} sources (PIT)" if plan.num_sources > 1 else ""
     table = Table(title=Text(f"{num_files} files{sources}"),
                   caption=Text(f"est {plan.est_dir}\nref {plan.ref_dir}"),

@@ -25,3 +25,10 @@ class ModelNotFoundError(CheckpointError):
 
 class ConfigError(DiffsepError):
     """A configuration value is invalid."""
+
+
+def first_lines(err: BaseException, count: int = 1) -> str:
+    """The first ``count`` non-empty lines of ``str(err)``, joined by spaces: a one-line detail
+    for a message. An exception without text gives its type name."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return " ".join(lines[:count]) if lines else type(err).__name__

@@ -17,20 +17,22 @@ from typing import Any
 import torch
 
 from diffsep import __version__
-from diffsep.audio import (
-    AtomicAudioWriter,
-    check_min_length,
-    commit_all,
-    probe_audio,
-    stream_model_audio,
-)
+from diffsep.audio import check_min_length, probe_audio, stream_model_audio
 from diffsep.config import Task
 from diffsep.errors import DiffsepError
 from diffsep.inputs import InputFile, default_template, plan_outputs, stem_names
 from diffsep.model import DiffSepModel
 from diffsep.sampling import network_calls
-from diffsep.separator import FileJob, FileResult, Reporter, SilentReporter, run_jobs
+from diffsep.separator import (
+    FileJob,
+    FileResult,
+    FileStatus,
+    Reporter,
+    SilentReporter,
+    run_jobs,
+)
 from diffsep.settings import OutputSettings, RunSettings
+from diffsep.writer import AtomicAudioWriter, commit_all
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class RunSummary:
     files: tuple[FileResult, ...]
     processes: int = 1  # torchrun ranks that shared the inputs
 
-    def count(self, status: str) -> int:
+    def count(self, status: FileStatus) -> int:
         """Number of inputs with this status (``ok``, ``failed`` or ``skipped``)."""
         return sum(1 for result in self.files if result.status == status)
 

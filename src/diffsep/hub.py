@@ -26,11 +26,11 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from diffsep.checkpoint import AUTHORS_CHECKPOINT_SUFFIXES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from diffsep.config import Task
-from diffsep.errors import CheckpointError, ConfigError, ModelNotFoundError
+from diffsep.errors import CheckpointError, ConfigError, ModelNotFoundError, first_lines
 
 __all__ = [
     "AUTHORS_CHECKPOINT_NAME",
@@ -246,7 +246,7 @@ def _progress_class(on_progress: ProgressCallback | None) -> type:
     """A tqdm class that draws nothing and reports bytes to ``on_progress``."""
     from tqdm.auto import tqdm
 
-    class _ReportingBar(tqdm):  # type: ignore[misc]
+    class _ReportingBar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._label = str(kwargs.get("desc") or "")
             self._done = int(kwargs.get("initial") or 0)
@@ -422,9 +422,8 @@ def _download(
             repo_id, revision, "downloads are disabled (HF_HUB_OFFLINE=1)", settings
         ) from None
     except errors.HfHubHTTPError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelNotFoundError(
-            f"cannot download from Hugging Face repo '{repo_id}{at}': {first_line}"
+            f"cannot download from Hugging Face repo '{repo_id}{at}': {first_lines(err)}"
         ) from None
     except ValueError as err:  # huggingface_hub's HFValidationError for ids it rejects
         raise ModelNotFoundError(
@@ -453,7 +452,7 @@ class ModelInfo:
     name: str  # what to pass to --model
     task: Task
     sample_rate: int
-    source: str  # "bundled" or "hub"
+    source: Literal["bundled", "hub"]
     description: str
     location: Path | None  # local folder/file when available without network
     default: bool

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from diffsep.audio import format_from_extension
 from diffsep.errors import AudioError, ConfigError
+from diffsep.writer import format_from_extension
 
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {

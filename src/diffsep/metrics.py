@@ -29,17 +29,23 @@ Optional packages (pesq, pystoi, speechmos, onnxruntime) are imported only where
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
-CLAMP_DB = 100.0
-MAX_PIT_SOURCES = 8  # 8! = 40320 permutations per file
+from diffsep.permutation import MAX_BRUTE_FORCE_SOURCES, best_permutation
+from diffsep.resample import resample_hq
 
-PESQ_RATES = {"nb": 8000, "wb": 16000}
+CLAMP_DB = 100.0
+MAX_PIT_SOURCES = MAX_BRUTE_FORCE_SOURCES  # 8! = 40320 permutations per file
+
+PesqMode = Literal["nb", "wb"]
+"""Narrow-band (P.862, 8 kHz) or wide-band (P.862.2, 16 kHz) PESQ."""
+
+PESQ_RATES: dict[PesqMode, int] = {"nb": 8000, "wb": 16000}
 ESTOI_RATE = 10000  # pystoi's internal rate (informational; pystoi resamples itself)
 DNSMOS_RATE = 16000
 DNSMOS_WINDOW_S = 9.01
@@ -157,27 +163,6 @@ def pairwise_si_sdr(refs: np.ndarray, ests: np.ndarray, *, zero_mean: bool = Fal
     return _to_db(target_energy, residual_energy)
 
 
-def all_permutations(num_sources: int) -> np.ndarray:
-    """(K!, K) int array of every permutation of range(K), identity first."""
-    return np.array(list(itertools.permutations(range(num_sources))), dtype=np.int64)
-
-
-def best_permutation(score_matrix: np.ndarray) -> tuple[int, ...]:
-    """The permutation ``p`` maximising ``sum_k score_matrix[k, p[k]]`` (brute force over K!).
-
-    ``score_matrix`` (K, K): rows references, columns estimates. Ties keep the earliest
-    permutation in lexicographic order (the identity first).
-    """
-    k = score_matrix.shape[0]
-    if score_matrix.shape != (k, k):
-        raise ValueError(f"expected a square (K, K) score matrix, got {score_matrix.shape}")
-    if k > MAX_PIT_SOURCES:
-        raise ValueError(f"brute-force PIT supports up to {MAX_PIT_SOURCES} sources, got {k}")
-    perms = all_permutations(k)
-    totals = score_matrix[np.arange(k)[None, :], perms].sum(axis=1)
-    return tuple(int(i) for i in perms[int(np.argmax(totals))])
-
-
 def pit_si_sdr(
     refs: np.ndarray, ests: np.ndarray, *, zero_mean: bool = False
 ) -> tuple[tuple[int, ...], np.ndarray]:
@@ -196,23 +181,10 @@ def pit_si_sdr(
     return perm, si_sdr(refs, ests[list(perm)], zero_mean=zero_mean)
 
 
-# ---------------------------------------------------------------- resampling
-
-
-def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Resample (N,) audio with soxr (high quality); returns float64, a new array."""
-    x = np.asarray(x, dtype=np.float64)
-    if rate_in == rate_out:
-        return x.copy()
-    import soxr
-
-    return soxr.resample(x, rate_in, rate_out, quality="HQ")
-
-
 # ---------------------------------------------------------------- PESQ, ESTOI
 
 
-def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str) -> float:
+def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: PesqMode) -> float:
     """PESQ MOS-LQO of ``est`` against ``ref`` ((N,) each at ``sample_rate`` Hz).
 
     ``mode`` 'nb' (P.862 at 8 kHz) or 'wb' (P.862.2 at 16 kHz); other rates are resampled with
@@ -223,8 +195,8 @@ def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str) ->
     import pesq
 
     rate = PESQ_RATES[mode]
-    r = resample(ref, sample_rate, rate)
-    e = resample(est, sample_rate, rate)
+    r = resample_hq(ref, sample_rate, rate)
+    e = resample_hq(est, sample_rate, rate)
     try:
         with np.errstate(invalid="ignore", divide="ignore"):  # pesq normalises by the peak
             return float(pesq.pesq(rate, r, e, mode))
@@ -314,7 +286,7 @@ class DnsmosP835:
         return np.asarray(self._session.run(None, {self._input: segments})[0], dtype=np.float64)
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> dict[str, float]:
-        raw = self.raw_scores(resample(audio, sample_rate, DNSMOS_RATE))
+        raw = self.raw_scores(resample_hq(audio, sample_rate, DNSMOS_RATE))
         mapped = {
             name: np.polyval(_DNSMOS_POLY[name], raw[:, col])
             for col, name in enumerate(("sig", "bak", "ovrl"))

@@ -17,7 +17,7 @@ from typing import Callable, Literal
 import torch
 
 from diffsep.config import ModelConfig, SamplerConfig
-from diffsep.errors import CheckpointError, ConfigError
+from diffsep.errors import CheckpointError, ConfigError, first_lines
 from diffsep.nn.score_model import ScoreModel
 from diffsep.processing import normalize_mixture, rescale_to_mixture
 from diffsep.sampling import network_calls, sample
@@ -91,9 +91,9 @@ def build_model(
     try:
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise CheckpointError(f"{source or 'checkpoint'}: weights do not fit the config: {detail}")
+        raise CheckpointError(
+            f"{source or 'checkpoint'}: weights do not fit the config: {first_lines(err, 3)}"
+        ) from None
     device = torch.device(device)
     network = network.to(device).eval().requires_grad_(False)
     return DiffSepModel(config, network, make_sde(config.sde, config.num_sources), device, source)

@@ -24,10 +24,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from diffsep.audio import apply_channel_mode, resample
+from diffsep.audio import apply_channel_mode
 from diffsep.chunking import StreamingOverlapAdd, StreamingWindower, Window
 from diffsep.errors import AudioError, DiffsepError
 from diffsep.model import DiffSepModel, launch_windows
+from diffsep.resample import resample
 from diffsep.sampling import network_calls
 from diffsep.settings import MAX_SEED, RunSettings
 

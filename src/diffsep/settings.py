@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-from diffsep.audio import ChannelMode, choose_subtype, format_from_extension, parse_channel_mode
+from diffsep.audio import ChannelMode, parse_channel_mode
 from diffsep.chunking import WindowPlan, model_window_plan
 from diffsep.config import DEFAULT_OVERLAP, SamplerConfig
 from diffsep.errors import ConfigError
 from diffsep.model import DiffSepModel, Precision, check_precision, compile_network
 from diffsep.sampling import check_sampler_settings
+from diffsep.writer import choose_subtype, format_from_extension
 
 MAX_SEED = 2**31 - 1
 
@@ -94,7 +95,7 @@ def run_settings(
     network's own estimate; ``grid_rho`` spaces its time grid. ``compile`` compiles the model's
     backbone in place (kept for later runs) once every other setting is valid.
     """
-    overrides = {"method": sampler, "steps": steps, "snr": snr,
+    overrides: dict[str, Any] = {"method": sampler, "steps": steps, "snr": snr,
                  "corrector_steps": corrector_steps, "denoise": denoise, "tau": tau,
                  "grid_rho": grid_rho}
     chosen = replace(model.config.sampler,

@@ -47,7 +47,7 @@ def linear(in_dim: int, out_dim: int) -> nn.Linear:
     """Linear layer with DDPM initialisation and zero bias."""
     layer = nn.Linear(in_dim, out_dim)
     ddpm_init_(layer.weight)
-    nn.init.zeros_(layer.bias)
+    nn.init.zeros_(layer.bias)  # nn.Linear.bias is never None
     return layer
 
 
@@ -55,6 +55,7 @@ def conv3x3(in_ch: int, out_ch: int, init_scale: float = 1.0) -> nn.Conv2d:
     """3x3 convolution, stride 1, 'same' zero padding, DDPM init, zero bias."""
     conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
     ddpm_init_(conv.weight, init_scale)
+    assert conv.bias is not None  # nn.Conv2d(bias=True)
     nn.init.zeros_(conv.bias)
     return conv
 
@@ -63,6 +64,7 @@ def conv1x1(in_ch: int, out_ch: int, init_scale: float = 1.0) -> nn.Conv2d:
     """1x1 convolution, DDPM init, zero bias."""
     conv = nn.Conv2d(in_ch, out_ch, kernel_size=1)
     ddpm_init_(conv.weight, init_scale)
+    assert conv.bias is not None  # nn.Conv2d(bias=True)
     nn.init.zeros_(conv.bias)
     return conv
 

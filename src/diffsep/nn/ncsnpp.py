@@ -123,18 +123,18 @@ class NCSNpp(nn.Module):
         # decoder with the output pyramid
         self._up: list[_UpLevel] = []
         for level in reversed(range(num_levels)):
-            plan = _UpLevel()
+            up_plan = _UpLevel()
             for _ in range(config.num_res_blocks + 1):
                 out_ch = nf * config.ch_mult[level]
-                plan.blocks.append(add(resblock(ch + skip_channels.pop(), out_ch)))
+                up_plan.blocks.append(add(resblock(ch + skip_channels.pop(), out_ch)))
                 ch = out_ch
             if resolutions[level] in attn_at:
-                plan.attention = add(AttnBlock(ch))
-            plan.pyramid_norm = add(group_norm(ch))
-            plan.pyramid_conv = add(conv3x3(ch, channels_in, init_scale=0.0))
+                up_plan.attention = add(AttnBlock(ch))
+            up_plan.pyramid_norm = add(group_norm(ch))
+            up_plan.pyramid_conv = add(conv3x3(ch, channels_in, init_scale=0.0))
             if level != 0:
-                plan.upsample = add(resblock(ch, up=True))
-            self._up.append(plan)
+                up_plan.upsample = add(resblock(ch, up=True))
+            self._up.append(up_plan)
         if skip_channels:
             raise RuntimeError("NCSNpp: unbalanced skip connections")  # construction bug
 
@@ -174,15 +174,15 @@ class NCSNpp(nn.Module):
         h = m[self._mid[2]](h, temb)
 
         pyramid: torch.Tensor | None = None
-        for plan in self._up:
-            for block in plan.blocks:
+        for up_plan in self._up:
+            for block in up_plan.blocks:
                 h = m[block](torch.cat([h, skips.pop()], dim=1), temb)
-            if plan.attention is not None:
-                h = m[plan.attention](h)
-            level_out = m[plan.pyramid_conv](F.silu(m[plan.pyramid_norm](h)))
+            if up_plan.attention is not None:
+                h = m[up_plan.attention](h)
+            level_out = m[up_plan.pyramid_conv](F.silu(m[up_plan.pyramid_norm](h)))
             pyramid = level_out if pyramid is None else self.pyramid_upsample(pyramid) + level_out
-            if plan.upsample is not None:
-                h = m[plan.upsample](h, temb)
+            if up_plan.upsample is not None:
+                h = m[up_plan.upsample](h, temb)
 
         if pyramid is None:  # unreachable: ch_mult is never empty
             raise RuntimeError("NCSNpp: no decoder level")

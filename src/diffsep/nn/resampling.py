@@ -65,6 +65,8 @@ def downsample_2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 class FIRUpsample(nn.Module):
     """Parameter-free FIR upsampling by 2 (kernel kept as a non-persistent buffer)."""
 
+    kernel: torch.Tensor
+
     def __init__(self, taps: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("kernel", fir_kernel_2d(taps), persistent=False)
@@ -75,6 +77,8 @@ class FIRUpsample(nn.Module):
 
 class FIRDownsample(nn.Module):
     """Parameter-free FIR downsampling by 2 (kernel kept as a non-persistent buffer)."""
+
+    kernel: torch.Tensor
 
     def __init__(self, taps: Sequence[float]) -> None:
         super().__init__()

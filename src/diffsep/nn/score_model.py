@@ -19,6 +19,8 @@ Output = Literal["score", "sources"]
 class STFTWindow(nn.Module):
     """Holds the analysis/synthesis window as a persistent buffer ``window`` ``(n_fft,)``."""
 
+    window: torch.Tensor
+
     def __init__(self, n_fft: int) -> None:
         super().__init__()
         self.register_buffer("window", spectral.hann_window(n_fft))
@@ -108,6 +110,14 @@ class ScoreModel(nn.Module):
             raise ValueError(f"ScoreModel: mix must be ({batch}, 1, {n}), got {tuple(mix.shape)}")
         if tuple(t.shape) != (batch,):
             raise ValueError(f"ScoreModel: t must be ({batch},), got {tuple(t.shape)}")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (oneDNN: AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _check_config(config: ModelConfig) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class OptimConfig:
     SI-SDR of the source estimates plus ``score_weight`` times their implied score-matching
     loss with the weight clipped at ``snr_clip``; see :mod:`diffsep.train.loss`).
     ``compile``: ``torch.compile`` the backbone. ``threads``: CPU threads (0: PyTorch's default).
+    ``cpu_minutes``: pause (resumably) once this process has spent that much CPU time in
+    training steps, for comparisons at equal compute.
     ``init_from``: a model (bundled name, folder, file or Hub id) or a training run/checkpoint
     whose weights start a fresh run (fine-tuning); its architecture must match ``[model]``."""
 
@@ -102,15 +105,18 @@ class OptimConfig:
     snr_clip: float = 5.0
     compile: bool = False
     threads: int = 0
+    cpu_minutes: float = 0.0  # pause the run after this much training CPU time (0: no limit)
     init_from: str = ""  # weights that start a fresh run (see diffsep.train.loop.initial_weights)
 
 
 @dataclass(frozen=True)
 class ValidConfig:
     """Periodic validation: separate ``num_mixtures`` items of ``data.valid`` (centre crops of
-    ``seconds``) with the EMA weights and the given sampler settings; log SI-SDR(i)."""
+    ``seconds``) with the EMA weights and the given sampler settings (``sampler = false``: only
+    the network's one-call estimate at t = T, which is always logged too); log SI-SDR(i)."""
 
     every: int = 5000
+    sampler: bool = True
     num_mixtures: int = 4
     seconds: float = 4.0
     sampler_steps: int = 30
@@ -183,7 +189,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if origin is Literal:
         if value not in typing.get_args(hint):
@@ -241,6 +247,7 @@ def validate(config: TrainConfig) -> None:
         (o.score_weight >= 0.0, "optim.score_weight must be >= 0"),
         (o.snr_clip > 0.0, "optim.snr_clip must be positive"),
         (o.threads >= 0, "optim.threads must be >= 0 (0: PyTorch's default)"),
+        (o.cpu_minutes >= 0, "optim.cpu_minutes must be >= 0 (0: no limit)"),
         (v.every >= 0, "valid.every must be >= 0 (0: off)"),
         (v.num_mixtures >= 0, "valid.num_mixtures must be >= 0"),
         (v.seconds > 0, "valid.seconds must be positive"),
@@ -284,14 +291,15 @@ def validate(config: TrainConfig) -> None:
 
 
 def _toml_module() -> Any:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ConfigError("reading TOML needs Python 3.11+ or the 'tomli' package") from None
-    return tomllib
+
+        return tomllib
+    try:  # Python 3.10
+        import tomli
+    except ModuleNotFoundError:
+        raise ConfigError("reading TOML needs Python 3.11+ or the 'tomli' package") from None
+    return tomli
 
 
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -318,7 +326,7 @@ def _parse_yaml(text: str) -> Any:
         for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float", re.compile(_YAML_FLOAT, re.X), list("-+0123456789.")
+        "tag:yaml.org,2002:float", re.compile(_YAML_FLOAT, re.VERBOSE), list("-+0123456789.")
     )
     return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
 

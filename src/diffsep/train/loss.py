@@ -199,15 +199,16 @@ def si_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def pit_si_sdr_loss(
-    estimates: Tensor, sources: Tensor, *, permutation_invariant: bool
+    estimates: Tensor, sources: Tensor, *, permutation_invariant: bool, scored: int | None = None
 ) -> tuple[Tensor, Tensor]:
-    """``(loss (B,), best order (B, K) int64)``: minus the SI-SDR (dB) averaged over sources,
-    for the order of ``sources`` that fits ``estimates`` best; both (B, K, N)."""
+    """``(loss (B,), best order (B, K) int64)``: minus the SI-SDR (dB) averaged over sources
+    (the first ``scored`` only, e.g. 1 for the speech of an enhancement pair), for the order
+    of ``sources`` that fits ``estimates`` best; both (B, K, N)."""
     orders = torch.tensor(
         source_orders(sources.shape[1], permutation_invariant), device=sources.device
     )
     scores = torch.stack(
-        [si_sdr(estimates, sources[:, order]).mean(dim=1) for order in orders], dim=1
+        [si_sdr(estimates, sources[:, order])[:, :scored].mean(dim=1) for order in orders], dim=1
     )
     best = scores.argmax(dim=1)
     return -scores.gather(1, best[:, None]).squeeze(1), orders[best]
@@ -243,12 +244,16 @@ def data_prediction_loss(
     permutation_invariant: bool,
     score_weight: float,
     snr_clip: float,
+    scored: int | None = None,
 ) -> Tensor:
     """Per-item loss (B,) of source estimates (B, K, N) for ``x_t`` built by
-    :func:`network_input`: PIT negative SI-SDR plus ``score_weight`` times
-    :func:`implied_score_loss` in the order PIT chose."""
+    :func:`network_input`: PIT negative SI-SDR (of the first ``scored`` sources; None: all)
+    plus ``score_weight`` times :func:`implied_score_loss` (all sources) in the order PIT
+    chose. Enhancement scores the speech only: the noise estimate is the mixture minus it."""
     estimates = estimates.float()
-    loss, order = pit_si_sdr_loss(estimates, sources, permutation_invariant=permutation_invariant)
+    loss, order = pit_si_sdr_loss(
+        estimates, sources, permutation_invariant=permutation_invariant, scored=scored
+    )
     if score_weight:
         matched = reorder_sources(sources, order)
         loss = loss + score_weight * implied_score_loss(

@@ -1,0 +1,1 @@
+"""The corpus recipe, one module per kind of source (see recipes/README.md)."""
