@@ -59,3 +59,37 @@ def test_bench_separate_reports_the_real_time_factor() -> None:
     row = rows[0]
     assert row["device"] == "cpu" and row["length_s"] == 1 and row["steps"] == 1
     assert row["windows"] >= 1 and row["rtf"] > 0 and row["peak_rss_MiB"] > 0
+
+
+def test_bench_sampling_scores_each_setting(tmp_path: Path, small_model_dirs) -> None:
+    import numpy as np
+    from conftest import speech_like, write_wav
+
+    split = tmp_path / "test"
+    for i in range(2):
+        s1, s2 = speech_like(1.0, 8000, 10 + i), speech_like(1.0, 8000, 20 + i, 230)
+        write_wav(split / "s1" / f"f{i}.wav", s1, 8000)
+        write_wav(split / "s2" / f"f{i}.wav", s2, 8000)
+        write_wav(split / "mix" / f"f{i}.wav", (s1 + s2).astype(np.float32), 8000)
+    plot = tmp_path / "q.png"
+    report = _run("bench_sampling.py", "--model", str(small_model_dirs["sep"]), "--data",
+                  str(split), "--files", "1", "--settings", "pc:2", "heun:2:tau=0.5",
+                  "--plot", str(plot))
+    assert report["files"] == ["f0.wav"] and report["threads"] == 1
+    rows = report["rows"]
+    assert [(row["setting"], row["nfe"]) for row in rows] == [("pc:2", 4), ("heun:2:tau=0.5", 4)]
+    for row in rows:
+        assert np.isfinite(row["si_sdri"]) and 1.0 <= row["pesq"] <= 4.6
+        assert -1 <= row["estoi"] <= 1 and row["seconds"] > 0 and row["audio_seconds"] == 1.0
+    assert plot.stat().st_size > 10_000
+
+
+def test_bench_network_times_calls_by_batch_and_precision(small_model_dirs) -> None:
+    rows = _run("bench_network.py", "--model", str(small_model_dirs["sep"]), "--batch-sizes",
+                "1,2", "--precisions", "fp32,fp64", "--calls", "1", "--seconds", "0.5",
+                "--threads", "1")
+    assert [(row["batch"], row["precision"]) for row in rows] == [
+        (1, "fp32"), (2, "fp32"), (1, "fp64"), (2, "fp64")]
+    for row in rows[:2]:
+        assert row["s_per_call"] > 0 and row["audio_s_per_s"] > 0 and row["window_s"] == 0.5
+    assert all("precision" in row["error"] for row in rows[2:])  # reported, not a crash

@@ -303,6 +303,24 @@ def test_fir_resampling_preserves_constants_away_from_borders():
     assert torch.allclose(downsample_2x(x, kernel)[..., 1:-1, 1:-1], torch.tensor(3.0))
 
 
+def test_attention_block_is_single_head_softmax_attention():
+    """The fused (scaled_dot_product_attention) block computes the authors' explicit formula."""
+    from diffsep.nn.layers import SQRT2, AttnBlock
+
+    torch.manual_seed(0)
+    block = AttnBlock(8).eval()
+    with torch.no_grad():
+        block.NIN_3.W.normal_()  # the authors' init makes this branch ~0; test it for real
+    x = torch.randn(2, 8, 4, 6)
+    with torch.no_grad():
+        h = block.GroupNorm_0(x)
+        q, k, v = (nin(h).reshape(2, 8, 24) for nin in (block.NIN_0, block.NIN_1, block.NIN_2))
+        weights = torch.softmax(torch.bmm(q.transpose(1, 2), k) / 8**0.5, dim=-1)
+        attended = torch.bmm(v, weights.transpose(1, 2)).reshape(2, 8, 4, 6)
+        expected = (x + block.NIN_3(attended)) / SQRT2
+        assert rel_err(block(x), expected) < 1e-5
+
+
 @pytest.mark.parametrize("kind", ["mix", "prior_mix"])
 def test_parameterisations_give_consistent_scores_and_sources(kind):
     from dataclasses import replace

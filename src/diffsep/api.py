@@ -28,25 +28,33 @@ def separate(
     waveform: np.ndarray | torch.Tensor,
     sample_rate: int,
     *,
+    sampler: str | None = None,
     steps: int | None = None,
     snr: float | None = None,
     corrector_steps: int | None = None,
     denoise: bool | None = None,
+    tau: float | None = None,
+    grid_rho: float | None = None,
     seed: int | None = None,
     segment: float | None = None,
     overlap: float = DEFAULT_OVERLAP,
     batch_size: int | None = None,
     channels: ChannelMode | str = "mix",
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> np.ndarray:
     """Separate ``waveform`` ((N,) or (C, N), float, ``sample_rate`` Hz) into its sources.
 
     Returns ``(K, N)`` float32 at ``sample_rate`` (``(K, C, N)`` with ``channels='each'``).
-    Sampler settings and the window (``segment``, seconds) default to the model's; ``seed``
-    makes the result reproducible; ``batch_size`` defaults to 1 on the CPU, 8 on CUDA.
+    Sampler settings (``sampler``: pc, euler, heun, ddim; ``tau``, ``grid_rho``: see
+    :class:`~diffsep.config.SamplerConfig`) and the window (``segment``, seconds) default to the
+    model's; ``seed`` makes the result reproducible; ``batch_size`` defaults to 1 on the CPU,
+    8 on CUDA; ``precision`` (fp32, bf16, fp16 on CUDA) and ``compile`` apply to the network.
     """
     settings = run_settings(
-        model, steps=steps, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
-        seed=seed, segment=segment, overlap=overlap, batch_size=batch_size, channels=channels,
+        model, sampler=sampler, steps=steps, snr=snr, corrector_steps=corrector_steps,
+        denoise=denoise, tau=tau, grid_rho=grid_rho, seed=seed, segment=segment, overlap=overlap,
+        batch_size=batch_size, channels=channels, precision=precision, compile=compile,
     )
     return separate_array(model, waveform, sample_rate, settings)
 
@@ -56,20 +64,26 @@ def enhance(
     waveform: np.ndarray | torch.Tensor,
     sample_rate: int,
     *,
+    sampler: str | None = None,
     steps: int | None = None,
     snr: float | None = None,
     corrector_steps: int | None = None,
     denoise: bool | None = None,
+    tau: float | None = None,
+    grid_rho: float | None = None,
     seed: int | None = None,
     segment: float | None = None,
     overlap: float = DEFAULT_OVERLAP,
     batch_size: int | None = None,
     channels: ChannelMode | str = "mix",
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> np.ndarray:
     """Enhance ``waveform`` with an enhancement model: the speech estimate, same shape as a
     single source of :func:`separate` ((N,), or (C, N) with ``channels='each'``)."""
     settings = run_settings(
-        model, steps=steps, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
-        seed=seed, segment=segment, overlap=overlap, batch_size=batch_size, channels=channels,
+        model, sampler=sampler, steps=steps, snr=snr, corrector_steps=corrector_steps,
+        denoise=denoise, tau=tau, grid_rho=grid_rho, seed=seed, segment=segment, overlap=overlap,
+        batch_size=batch_size, channels=channels, precision=precision, compile=compile,
     )
     return separate_array(model, waveform, sample_rate, settings)[0]

@@ -107,11 +107,46 @@ ModelOpt = Annotated[
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.",
                                       rich_help_panel=_OUTPUT_HELP)]
+SamplerOpt = Annotated[
+    Optional[str],
+    typer.Option("--sampler",
+                 help="Sampler: pc (the reference predictor-corrector, steps x (1 + "
+                 "corrector-steps) network calls), or a probability-flow ODE solver: euler "
+                 "(steps calls), heun (2 x steps - 1), ddim (steps). \\[default: the model's, pc]",
+                 show_default=False, rich_help_panel=_SAMPLER_HELP),
+]
 StepsOpt = Annotated[
     Optional[int],
     typer.Option("--steps", "-N", min=1,
-                 help="Reverse-diffusion steps; each costs 1 + corrector-steps network calls. "
-                 "\\[default: the model's, 30]", show_default=False,
+                 help="Points of the sampler's time grid; the network calls they cost depend on "
+                 "--sampler (reported in the header and in --json). \\[default: the model's, 30]",
+                 show_default=False, rich_help_panel=_SAMPLER_HELP),
+]
+TauOpt = Annotated[
+    Optional[float],
+    typer.Option("--tau",
+                 help="Start the sampler at this time in (t_eps, 1) from the network's own "
+                 "estimate at t = 1 (one more network call) instead of from pure noise at t = 1. "
+                 "\\[default: the model's, off]", show_default=False, rich_help_panel=_SAMPLER_HELP),
+]
+GridRhoOpt = Annotated[
+    Optional[float],
+    typer.Option("--grid-rho",
+                 help="Spacing of the time grid: 1 is uniform, larger values take shorter steps "
+                 "near the end. \\[default: the model's, 1]", show_default=False,
+                 rich_help_panel=_SAMPLER_HELP),
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option("--precision",
+                 help="Precision of the network's backbone: fp32, bf16 (CPUs with AVX-512 BF16 "
+                 "or AMX, recent GPUs) or fp16 (CUDA only). The STFT and the sampler stay fp32.",
+                 rich_help_panel=_SAMPLER_HELP),
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option("--compile", help="Compile the network with torch.compile (needs a C++ "
+                 "compiler on the CPU, Triton on CUDA); pays off on long runs.",
                  rich_help_panel=_SAMPLER_HELP),
 ]
 SnrOpt = Annotated[
@@ -219,10 +254,15 @@ def _file_command(task: Task, default_out: str) -> Callable[..., None]:
         inputs: Inputs,
         out: OutOpt = Path(default_out),
         model: ModelOpt = None,
+        sampler: SamplerOpt = None,
         steps: StepsOpt = None,
         snr: SnrOpt = None,
         corrector_steps: CorrectorOpt = None,
         denoise: DenoiseOpt = None,
+        tau: TauOpt = None,
+        grid_rho: GridRhoOpt = None,
+        precision: PrecisionOpt = "fp32",
+        compile: CompileOpt = False,
         seed: SeedOpt = None,
         segment: SegmentOpt = None,
         overlap: OverlapOpt = DEFAULT_OVERLAP,
@@ -240,6 +280,7 @@ def _file_command(task: Task, default_out: str) -> Callable[..., None]:
         quiet: QuietOpt = False,
         json_out: JsonOpt = False,
     ) -> None:
+        from diffsep import distributed
         from diffsep.audio import parse_channel_mode
         from diffsep.files import separate_files
         from diffsep.inputs import discover_inputs
@@ -260,17 +301,26 @@ def _file_command(task: Task, default_out: str) -> Callable[..., None]:
 
                 torch.set_num_threads(threads)
             found = discover_inputs(inputs)
-            loaded = load_model(model, task, device)
+            ranks = distributed.join(device)  # torchrun: one process per GPU / CPU share
+            loaded = load_model(model, task, str(ranks.device))
             _check_task(loaded, task)
             settings = run_settings(
-                loaded, steps=steps, snr=snr, corrector_steps=corrector_steps, denoise=denoise,
-                seed=seed, segment=segment, overlap=overlap, batch_size=batch_size,
-                channels=channel_mode,
+                loaded, sampler=sampler, steps=steps, snr=snr, corrector_steps=corrector_steps,
+                denoise=denoise, tau=tau, grid_rho=grid_rho,
+                seed=distributed.shared_seed(ranks, seed), segment=segment, overlap=overlap,
+                batch_size=batch_size, channels=channel_mode, precision=precision,
+                compile=compile,
             )
-            with _ProgressReporter(stderr, quiet, loaded, settings) as reporter:
-                summary = separate_files(loaded, found, out, settings, output, reporter)
+            with _ProgressReporter(stderr, quiet or not ranks.is_main, loaded,
+                                   settings) as reporter:
+                mine = separate_files(loaded, found, out, settings, output, reporter,
+                                      owns=ranks.owns if ranks.world > 1 else None)
+            summary = distributed.gather_summary(ranks, mine)
+            distributed.leave(ranks)
         except DiffsepError as err:
             raise _fail(str(err))
+        if summary is None:  # a rank other than 0: its files are written, rank 0 reports
+            raise typer.Exit(1 if mine.count("failed") else 0)
         if json_out:
             typer.echo(json.dumps(summary.to_dict(), indent=2))
         if summary.count("failed"):
@@ -298,7 +348,7 @@ def _check_task(model: DiffSepModel, task: Task) -> None:
 
 class _ProgressReporter:
     """Messages and Rich progress on stderr: one bar over windows, one over the current batch's
-    sampler steps."""
+    network calls."""
 
     def __init__(self, console: Console, quiet: bool, model: DiffSepModel,
                  settings: RunSettings) -> None:
@@ -318,7 +368,10 @@ class _ProgressReporter:
             transient=True,
         )
         self.windows_task = self.progress.add_task("windows", total=None)
-        self.steps_task = self.progress.add_task("diffusion steps", total=settings.sampler.steps)
+        from diffsep.sampling import network_calls
+
+        self.steps_task = self.progress.add_task("network calls",
+                                                 total=network_calls(settings.sampler))
         self.expected_windows = 0
 
     def __enter__(self) -> Self:
@@ -335,10 +388,15 @@ class _ProgressReporter:
 
     def run_started(self, files: int) -> None:
         if not self.quiet:
-            model, settings = self.model, self.settings
+            from diffsep.sampling import network_calls
+
+            model, settings, sampler = self.model, self.settings, self.settings.sampler
+            start = "" if sampler.tau is None else f" from tau {sampler.tau:g}"
             self.console.print(
                 f"{model.config.task} of {files} file(s) with {model.source} "
-                f"({model.sample_rate} Hz, {settings.sampler.steps} steps, device {model.device}, "
+                f"({model.sample_rate} Hz, {sampler.method} sampler{start}, {sampler.steps} steps "
+                f"= {network_calls(sampler)} network calls per window, {settings.precision}"
+                f"{' compiled' if settings.compile else ''}, device {model.device}, "
                 f"seed {settings.seed})", soft_wrap=True, markup=False,
             )
 
@@ -366,11 +424,11 @@ class _ProgressReporter:
             outputs = ", ".join(result.outputs)
             self.console.print(f"{result.input} -> {outputs}", soft_wrap=True, markup=False)
 
-    def batch_started(self, windows: int, steps: int) -> None:
-        self.progress.reset(self.steps_task, total=steps)
+    def batch_started(self, windows: int, calls: int) -> None:
+        self.progress.reset(self.steps_task, total=calls)
 
-    def sampler_step(self, step: int, steps: int) -> None:
-        self.progress.update(self.steps_task, completed=step + 1)
+    def sampler_step(self, call: int, calls: int) -> None:
+        self.progress.update(self.steps_task, completed=call + 1)
 
     def batch_finished(self, windows: int) -> None:
         self.progress.advance(self.windows_task, windows)

@@ -63,8 +63,15 @@ class SDEConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Default predictor-corrector settings used at inference.
+    """Default sampler settings used at inference (checked by ``sampling.check_sampler_settings``).
 
+    ``method``: a name in ``sampling.SAMPLERS`` (``pc``: the reference predictor-corrector);
+    ``steps``: points of the time grid from the start time down to ``t_eps``;
+    ``snr`` and ``corrector_steps``: the Langevin corrector of ``pc``;
+    ``denoise``: end on a noise-free estimate;
+    ``grid_rho``: spacing of the time grid (1: uniform, larger: denser near ``t_eps``);
+    ``tau``: start at ``tau < T`` from the network's own estimate at ``T`` (None: from the prior
+    at ``T``);
     ``segment_seconds``: the default window (``--segment``) in seconds; ``None`` means
     :data:`DEFAULT_SEGMENT_SECONDS`;
     ``diffsep export`` fills in the run's training crop, the length the network has seen.
@@ -76,6 +83,9 @@ class SamplerConfig:
     denoise: bool = True
     t_eps: float = 0.03
     segment_seconds: float | None = None
+    method: str = "pc"
+    grid_rho: float = 1.0
+    tau: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ its outputs atomically (all sources of an input appear together, or none) and re
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from diffsep.config import Task
 from diffsep.errors import DiffsepError
 from diffsep.inputs import InputFile, default_template, plan_outputs, stem_names
 from diffsep.model import DiffSepModel
+from diffsep.sampling import network_calls
 from diffsep.separator import (
     FileJob,
     FileResult,
@@ -102,6 +103,7 @@ class RunSummary:
     device: str
     settings: RunSettings
     files: tuple[FileResult, ...]
+    processes: int = 1  # torchrun ranks that shared the inputs
 
     def count(self, status: FileStatus) -> int:
         """Number of inputs with this status (``ok``, ``failed`` or ``skipped``)."""
@@ -117,11 +119,15 @@ class RunSummary:
             "model": self.model,
             "model_sample_rate": self.model_sample_rate,
             "device": self.device,
+            "processes": self.processes,
             "seed": self.settings.seed,
             "sampler": sampler,
+            "network_calls_per_window": network_calls(self.settings.sampler),
             "window_samples": self.settings.plan.window,
             "hop_samples": self.settings.plan.hop,
             "batch_size": self.settings.batch_size,
+            "precision": self.settings.precision,
+            "compile": self.settings.compile,
             "processed": self.count("ok"),
             "failed": self.count("failed"),
             "skipped": self.count("skipped"),
@@ -169,12 +175,15 @@ def separate_files(
     settings: RunSettings,
     output: OutputSettings,
     reporter: Reporter | None = None,
+    owns: Callable[[int], bool] | None = None,
 ) -> RunSummary:
     """Separate (or enhance, with an enhancement model) every input into files under ``out``.
 
     Raises ConfigError before any work if the outputs cannot be planned (bad template, clashes,
     an output over an input). Problems with single inputs do not stop the run: the input's
-    result says ``failed`` and why, and nothing of it is written.
+    result says ``failed`` and why, and nothing of it is written. ``owns(index)`` picks the
+    inputs this process handles (one rank of :mod:`diffsep.distributed`); the summary then
+    lists only those, in input order. The outputs of all inputs are planned either way.
     """
     reporter = reporter or SilentReporter()
     task = model.config.task
@@ -183,6 +192,8 @@ def separate_files(
     results: dict[int, FileResult] = {}
     todo: list[tuple[int, InputFile, tuple[Path, ...]]] = []
     for index, (item, paths) in enumerate(zip(inputs, plans)):
+        if owns is not None and not owns(index):
+            continue
         existing = next((path for path in paths if path.exists()), None)
         if existing is None or output.overwrite:
             todo.append((index, item, paths))
@@ -212,5 +223,5 @@ def separate_files(
         model_sample_rate=model.sample_rate,
         device=str(model.device),
         settings=settings,
-        files=tuple(results[index] for index in range(len(inputs))),
+        files=tuple(results[index] for index in sorted(results)),
     )

@@ -27,8 +27,9 @@ import torch
 from diffsep.audio import apply_channel_mode
 from diffsep.chunking import StreamingOverlapAdd, StreamingWindower, Window
 from diffsep.errors import AudioError, DiffsepError
-from diffsep.model import DiffSepModel, sample_windows
+from diffsep.model import DiffSepModel, launch_windows
 from diffsep.resample import resample
+from diffsep.sampling import network_calls
 from diffsep.settings import MAX_SEED, RunSettings
 
 # --------------------------------------------------------------------------------------------
@@ -50,9 +51,11 @@ class Reporter(Protocol):
 
     def file_finished(self, result: FileResult) -> None: ...
 
-    def batch_started(self, windows: int, steps: int) -> None: ...
+    def batch_started(self, windows: int, calls: int) -> None:
+        """A batch of ``windows`` starts; it needs ``calls`` network calls (NFE)."""
 
-    def sampler_step(self, step: int, steps: int) -> None: ...
+    def sampler_step(self, call: int, calls: int) -> None:
+        """Network call ``call`` (0-based) of ``calls`` is done."""
 
     def batch_finished(self, windows: int) -> None: ...
 
@@ -317,8 +320,13 @@ def run_jobs(
     jobs: Iterator[FileJob],
     settings: RunSettings,
     reporter: Reporter | None = None,
+    lookahead: bool | None = None,
 ) -> list[FileResult]:
-    """Drive ``jobs`` through the sampler in batches; returns one result per job, in order."""
+    """Drive ``jobs`` through the sampler in batches; returns one result per job, in order.
+
+    ``lookahead`` (default: on for CUDA) prepares and queues the next batch before fetching
+    the current one's results; the results are the same either way.
+    """
     reporter = reporter or SilentReporter()
     started: list[FileJob] = []
     results: dict[int, FileResult] = {}
@@ -335,25 +343,43 @@ def run_jobs(
                 results[position] = job.finish()
                 reporter.file_finished(results[position])
 
+    def finish(live: list[_Item], estimates: Callable[[], torch.Tensor]) -> None:
+        for item, estimate in zip(live, estimates()):
+            item.job.accept(item, estimate)
+        reporter.batch_finished(len(live))
+
+    # With look-ahead (CUDA), batch k + 1 is read, resampled and queued before the results of
+    # batch k are fetched, so the device never waits for the host.
+    ahead = model.device.type == "cuda" if lookahead is None else lookahead
+    pending: tuple[list[_Item], Callable[[], torch.Tensor]] | None = None
     for batch in _batches(tracked(), settings.batch_size):
         live = [item for item in batch if not item.job.failed]
         for item in batch:
             if item.job.failed:
                 item.job.accept(item, torch.empty(0))
+        launched = None
         if live:
             mixes = torch.stack([item.mixture for item in live])
-            reporter.batch_started(len(live), settings.sampler.steps)
-            estimates = sample_windows(
+            reporter.batch_started(len(live), network_calls(settings.sampler))
+            launched = live, launch_windows(
                 model,
                 mixes,
                 [item.seed for item in live],
                 settings.sampler,
                 on_step=reporter.sampler_step,
+                precision=settings.precision,
             )
-            for item, estimate in zip(live, estimates):
-                item.job.accept(item, estimate)
-            reporter.batch_finished(len(live))
+        if pending is not None:
+            finish(*pending)
+            pending = None
+        if launched is not None:
+            if ahead:
+                pending = launched
+            else:
+                finish(*launched)
         settle()
+    if pending is not None:
+        finish(*pending)
     settle()
     return [results[position] for position in range(len(started))]
 

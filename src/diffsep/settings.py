@@ -19,7 +19,7 @@ from diffsep.audio import ChannelMode, parse_channel_mode
 from diffsep.chunking import WindowPlan, model_window_plan
 from diffsep.config import DEFAULT_OVERLAP, SamplerConfig
 from diffsep.errors import ConfigError
-from diffsep.model import DiffSepModel
+from diffsep.model import DiffSepModel, Precision, check_precision, compile_network
 from diffsep.sampling import check_sampler_settings
 from diffsep.writer import choose_subtype, format_from_extension
 
@@ -39,6 +39,8 @@ class RunSettings:
     plan: window and hop in samples at the model rate.
     seed: window ``i`` of channel ``c`` of an input (C channels) draws from ``seed + i*C + c``.
     batch_size: windows (of one or many inputs) per network call.
+    precision: the backbone's precision (fp32 | bf16 | fp16; checked against the device).
+    compile: the backbone was put through ``torch.compile``.
     """
 
     sampler: SamplerConfig
@@ -46,6 +48,8 @@ class RunSettings:
     seed: int
     batch_size: int = 1
     channel_mode: ChannelMode = "mix"
+    precision: Precision = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -69,29 +73,46 @@ def default_batch_size(device: torch.device) -> int:
 def run_settings(
     model: DiffSepModel,
     *,
+    sampler: str | None = None,
     steps: int | None = None,
     snr: float | None = None,
     corrector_steps: int | None = None,
     denoise: bool | None = None,
+    tau: float | None = None,
+    grid_rho: float | None = None,
     seed: int | None = None,
     segment: float | None = None,
     overlap: float = DEFAULT_OVERLAP,
     batch_size: int | None = None,
     channels: ChannelMode | str = "mix",
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> RunSettings:
     """Settings for running ``model``: every None takes the model's default (its sampler
-    settings and window, a random seed, :func:`default_batch_size`). ConfigError if invalid."""
-    overrides: dict[str, Any] = {"steps": steps, "snr": snr, "corrector_steps": corrector_steps,
-                                 "denoise": denoise}
-    sampler = replace(model.config.sampler,
-                      **{name: value for name, value in overrides.items() if value is not None})
-    return RunSettings(
-        sampler=check_sampler_settings(sampler, model.sde.T),
+    settings and window, a random seed, :func:`default_batch_size`). ConfigError if invalid.
+
+    ``sampler`` names the method (``sampling.SAMPLERS``); ``tau`` starts it at ``tau`` from the
+    network's own estimate; ``grid_rho`` spaces its time grid. ``compile`` compiles the model's
+    backbone in place (kept for later runs) once every other setting is valid.
+    """
+    overrides: dict[str, Any] = {"method": sampler, "steps": steps, "snr": snr,
+                 "corrector_steps": corrector_steps, "denoise": denoise, "tau": tau,
+                 "grid_rho": grid_rho}
+    chosen = replace(model.config.sampler,
+                     **{name: value for name, value in overrides.items() if value is not None})
+    settings = RunSettings(
+        sampler=check_sampler_settings(chosen, model.sde.T),
         plan=model_window_plan(model.config, segment, overlap),
         seed=choose_seed(seed),
         batch_size=default_batch_size(model.device) if batch_size is None else batch_size,
         channel_mode=parse_channel_mode(channels) if isinstance(channels, str) else channels,
+        precision=precision,  # type: ignore[arg-type]  # checked below
+        compile=compile,
     )
+    check_precision(precision, model.device)
+    if compile:
+        compile_network(model)
+    return settings
 
 
 @dataclass(frozen=True)

@@ -128,12 +128,13 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
         h = self.GroupNorm_0(x)
-        q = self.NIN_0(h).reshape(batch, channels, height * width)
-        k = self.NIN_1(h).reshape(batch, channels, height * width)
-        v = self.NIN_2(h).reshape(batch, channels, height * width)
-        weights = torch.bmm(q.transpose(1, 2), k) * (channels**-0.5)  # (B, query, key)
-        weights = torch.softmax(weights, dim=-1)
-        h = torch.bmm(v, weights.transpose(1, 2)).reshape(batch, channels, height, width)
+        # (B, 1, H*W, C): one head, positions as the sequence; softmax(q k^T / sqrt(C)) v, fused
+        q, k, v = (
+            nin(h).reshape(batch, 1, channels, height * width).transpose(2, 3)
+            for nin in (self.NIN_0, self.NIN_1, self.NIN_2)
+        )
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = h.transpose(2, 3).reshape(batch, channels, height, width)
         h = self.NIN_3(h)
         return h.add_(x).div_(SQRT2)
 
