@@ -886,6 +886,22 @@ def test_cpu_budget_pauses_the_run_with_a_last_validation(tmp_path: Path) -> Non
     records = [json.loads(line)
                for line in (Path(config.output.dir) / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "valid"] == [1]
+    # the same run resumed with a larger budget: the CPU count goes on from where it was
+    from diffsep.train.checkpoints import latest_checkpoint, read_checkpoint
+
+    _, paused_state = read_checkpoint(latest_checkpoint(config.output.dir))
+    paused_cpu = paused_state["train_cpu_s"]
+    assert paused_cpu > 0
+    more = dataclasses.replace(config, optim=dataclasses.replace(config.optim, cpu_minutes=0.0,
+                                                                 steps=3))
+    _, finished = _losses(more)
+    assert finished.status == "finished" and finished.step == 3
+    _, final_state = read_checkpoint(latest_checkpoint(config.output.dir))
+    assert final_state["train_cpu_s"] > paused_cpu  # not restarted from zero
+    records = [json.loads(line)
+               for line in (Path(config.output.dir) / "metrics.jsonl").read_text().splitlines()]
+    cpu = [r["train_cpu_s"] for r in records]
+    assert cpu == sorted(cpu)
     with pytest.raises(ConfigError, match="cpu_minutes"):
         load_train_config(None, ["optim.cpu_minutes=-1"])
 

@@ -55,9 +55,13 @@ _CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt", CONFIG_
 
 @dataclass
 class Position:
+    """Where a run is: optimiser steps done, the data position, and the CPU seconds spent
+    in training steps so far (rank 0's, validation excluded; carried across resumes)."""
+
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    train_cpu_s: float = 0.0
 
 
 def step_name(step: int) -> str:
@@ -124,6 +128,7 @@ def save_checkpoint(
                 "step": position.step,
                 "epoch": position.epoch,
                 "batch_in_epoch": position.batch_in_epoch,
+                "train_cpu_s": position.train_cpu_s,
                 "ema_updates": ema.num_updates,
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else {},

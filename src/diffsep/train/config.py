@@ -82,8 +82,8 @@ class OptimConfig:
     SI-SDR of the source estimates plus ``score_weight`` times their implied score-matching
     loss with the weight clipped at ``snr_clip``; see :mod:`diffsep.train.loss`).
     ``compile``: ``torch.compile`` the backbone. ``threads``: CPU threads (0: PyTorch's default).
-    ``cpu_minutes``: pause (resumably) once this process has spent that much CPU time in
-    training steps, for comparisons at equal compute.
+    ``cpu_minutes``: pause (resumably) once the run has spent that much CPU time in training
+    steps (counted across resumes), for comparisons at equal compute.
     ``init_from``: a model (bundled name, folder, file or Hub id) or a training run/checkpoint
     whose weights start a fresh run (fine-tuning); its architecture must match ``[model]``."""
 

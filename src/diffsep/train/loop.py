@@ -285,7 +285,6 @@ class _Run:
         self.last_validation: dict[str, float] = {}
         self.last_loss = math.nan
         self.last_save_time = time.monotonic()
-        self.train_cpu = 0.0  # CPU seconds of this process in training steps (not validation)
         self.valid_items: tuple[torch.Tensor, torch.Tensor] | None = None
         self.stop: _StopRequest | None = None
 
@@ -309,7 +308,8 @@ class _Run:
             if state.scaler is not None and saved.get("scaler"):
                 state.scaler.load_state_dict(saved["scaler"])
             self.position = Position(
-                int(saved["step"]), int(saved["epoch"]), int(saved["batch_in_epoch"])
+                int(saved["step"]), int(saved["epoch"]), int(saved["batch_in_epoch"]),
+                float(saved.get("train_cpu_s", 0.0)),
             )
             self.last_checkpoint = previous
             self.log.message(f"resumed from {previous} at step {self.position.step}")
@@ -387,7 +387,7 @@ class _Run:
                 )
                 return
             self.log.metrics({"kind": "valid", "step": self.position.step,
-                              "train_cpu_s": round(self.train_cpu, 1), **self.last_validation})
+                              "train_cpu_s": round(self.position.train_cpu_s, 1), **self.last_validation})
             shown = ", ".join(f"{k} {v:.2f} dB" for k, v in self.last_validation.items())
             self.log.message(f"validation at step {self.position.step}: {shown} "
                              f"({time.monotonic() - started:.0f} s)")
@@ -450,7 +450,7 @@ class _Run:
                 new_steps += 1
                 self.last_loss = loss
                 elapsed = time.monotonic() - started
-                self.train_cpu += time.process_time() - cpu_started
+                self.position.train_cpu_s += time.process_time() - cpu_started
                 if ctx.is_main and self.hooks.on_step is not None:
                     self.hooks.on_step(StepInfo(position.step, total, loss, grad_norm, lr, elapsed))
                 progress.add(loss, elapsed)
@@ -471,7 +471,7 @@ class _Run:
                 if max_new_steps is not None and new_steps >= max_new_steps and not done:
                     return "paused"
                 budget = 60.0 * config.optim.cpu_minutes
-                if budget and any_rank(ctx, self.train_cpu >= budget) and not done:
+                if budget and any_rank(ctx, self.position.train_cpu_s >= budget) and not done:
                     if every and position.step % every:
                         self.validate_and_export()  # a last point on the learning curve
                     return "paused"
@@ -486,7 +486,7 @@ class _Run:
         step, total = self.position.step, self.config.optim.steps
         self.log.metrics({"kind": "train", "step": step, "loss": mean_loss,
                           "grad_norm": grad_norm, "lr": lr, "s_per_step": mean_time,
-                          "train_cpu_s": round(self.train_cpu, 1)})
+                          "train_cpu_s": round(self.position.train_cpu_s, 1)})
         self.log.message(f"step {step}/{total} loss {mean_loss:.4f} grad {grad_norm:.3f} "
                          f"lr {lr:.2e} {mean_time:.2f} s/step")
 
