@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from conftest import speech_like, write_wav
 from typer.testing import CliRunner
@@ -29,6 +30,7 @@ def torchrun(*args: str) -> dict:
     return json.loads(done.stdout)  # rank 0 only: one JSON document
 
 
+@pytest.mark.slow  # starts interpreters (torchrun)
 def test_two_processes_write_what_one_process_writes(tmp_path: Path, small_model_dirs) -> None:
     folder = tmp_path / "in"
     for i, seconds in enumerate((0.6, 1.1, 0.5)):

@@ -105,6 +105,7 @@ def test_progress_counts_network_calls(small_sep_model, method):
 # -- precision -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # bf16 convolutions are emulated on CPUs without bf16 kernels
 def test_bf16_backbone_keeps_float32_around_it(small_sep_model, monkeypatch):
     """bf16 autocast covers the backbone only: float32 out, close to fp32, not identical."""
     expected = torch.load(FIXTURES / "expected-small-sep.pt", weights_only=True)

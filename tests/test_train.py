@@ -854,6 +854,7 @@ def test_mixed_precision_backbone_keeps_the_stft_in_float32() -> None:
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in trained)
 
 
+@pytest.mark.slow  # trains
 def test_data_prediction_run_with_curriculum_and_one_shot_validation(tmp_path: Path) -> None:
     from diffsep.loading import load_model
     from diffsep.model import sample_windows
@@ -878,6 +879,7 @@ def test_data_prediction_run_with_curriculum_and_one_shot_validation(tmp_path: P
     assert est.shape == (2, 2, 400) and bool(torch.isfinite(est).all())
 
 
+@pytest.mark.slow  # trains
 def test_cpu_budget_pauses_the_run_with_a_last_validation(tmp_path: Path) -> None:
     config = _tiny_config(tmp_path, "budget", cpu_minutes=1e-6, steps=50)
     config = dataclasses.replace(config, valid=dataclasses.replace(config.valid, every=10))
