@@ -165,89 +165,78 @@ def sample_pc(
     return x_mean if denoise else x
 
 
-@torch.no_grad()
-def sample_euler(
-    sde: DiffusionMixingSDE,
-    score_fn: ScoreFn,
-    x: Tensor,
+ODEStep = Callable[[DiffusionMixingSDE, ScoreFn, Tensor, Tensor, Tensor, Tensor], Tensor]
+"""One deterministic step ``(sde, score_fn, x, t_cur (B,), t_next (B,), mix) -> x_next``."""
+
+
+def euler_step(
+    sde: DiffusionMixingSDE, score_fn: ScoreFn, x: Tensor, t_cur: Tensor, t_next: Tensor,
     mix: Tensor,
-    ts: Tensor,
-    *,
-    noise_fn: NoiseFn,
-    on_step: StepFn | None = None,
-    denoise: bool = True,
 ) -> Tensor:
-    """Probability-flow ODE, Euler steps from ``ts[i]`` to ``ts[i + 1]``: ``M - 1`` NFE (+1 to denoise).
-
-    With ``denoise`` the result is Tweedie's estimate at ``ts[-1]`` (the last step to t = 0).
-    """
-    del noise_fn  # deterministic
-    steps = len(ts) - 1 + int(denoise)
-    for i in range(len(ts) - 1):
-        t = ts[i].repeat(x.shape[0])
-        x = x + (ts[i + 1] - ts[i]) * ode_velocity(sde, score_fn(x, t, mix), x, t, mix)
-        if on_step is not None:
-            on_step(i, steps)
-    return _final_denoise(sde, score_fn, x, mix, ts, denoise, on_step, steps)
+    """Euler step of the probability-flow ODE: one NFE."""
+    h = (t_next - t_cur).reshape(-1, 1, 1)
+    return x + h * ode_velocity(sde, score_fn(x, t_cur, mix), x, t_cur, mix)
 
 
-@torch.no_grad()
-def sample_heun(
-    sde: DiffusionMixingSDE,
-    score_fn: ScoreFn,
-    x: Tensor,
+def heun_step(
+    sde: DiffusionMixingSDE, score_fn: ScoreFn, x: Tensor, t_cur: Tensor, t_next: Tensor,
     mix: Tensor,
-    ts: Tensor,
-    *,
-    noise_fn: NoiseFn,
-    on_step: StepFn | None = None,
-    denoise: bool = True,
 ) -> Tensor:
-    """Probability-flow ODE, Heun's 2nd-order steps (Karras et al. 2022, Alg. 1): ``2 (M - 1)`` NFE
-    (+1 to denoise). Every step ends at ``t >= t_eps > 0``, so all steps are corrected."""
-    del noise_fn  # deterministic
-    steps = len(ts) - 1 + int(denoise)
-    for i in range(len(ts) - 1):
-        t_cur, t_next = ts[i].repeat(x.shape[0]), ts[i + 1].repeat(x.shape[0])
-        h = ts[i + 1] - ts[i]
-        d_cur = ode_velocity(sde, score_fn(x, t_cur, mix), x, t_cur, mix)
-        x_next = x + h * d_cur  # Euler step
-        d_next = ode_velocity(sde, score_fn(x_next, t_next, mix), x_next, t_next, mix)
-        x = x + h * 0.5 * (d_cur + d_next)  # 2nd-order correction
-        if on_step is not None:
-            on_step(i, steps)
-    return _final_denoise(sde, score_fn, x, mix, ts, denoise, on_step, steps)
+    """Heun's 2nd-order step (Karras et al. 2022, Alg. 1): two NFE. Every step ends at
+    ``t >= t_eps > 0``, so every step is corrected."""
+    h = (t_next - t_cur).reshape(-1, 1, 1)
+    d_cur = ode_velocity(sde, score_fn(x, t_cur, mix), x, t_cur, mix)
+    x_next = x + h * d_cur  # Euler step
+    d_next = ode_velocity(sde, score_fn(x_next, t_next, mix), x_next, t_next, mix)
+    return x + h * 0.5 * (d_cur + d_next)  # 2nd-order correction
 
 
-@torch.no_grad()
-def sample_ddim(
-    sde: DiffusionMixingSDE,
-    score_fn: ScoreFn,
-    x: Tensor,
+def ddim_step(
+    sde: DiffusionMixingSDE, score_fn: ScoreFn, x: Tensor, t_cur: Tensor, t_next: Tensor,
     mix: Tensor,
-    ts: Tensor,
-    *,
-    noise_fn: NoiseFn,
-    on_step: StepFn | None = None,
-    denoise: bool = True,
 ) -> Tensor:
-    """Probability-flow ODE, first-order exponential integrator (DDIM, Song et al. 2021a):
-    ``M - 1`` NFE (+1 to denoise).
+    """First-order exponential integrator (DDIM, Song et al. 2021a): one NFE.
 
     Holding the estimate ``s_hat = E[s | x_t, y]`` fixed over a step, the ODE is solved exactly:
     ``x_next = mean_next(s_hat) + L_next L_cur^{-1} (x - mean_cur(s_hat))``. Exact in one step when
     the sources are a point mass; the drift and the 1/t stiffness near ``t_eps`` cost no accuracy.
     """
-    del noise_fn  # deterministic
-    steps = len(ts) - 1 + int(denoise)
-    for i in range(len(ts) - 1):
-        t_cur, t_next = ts[i].repeat(x.shape[0]), ts[i + 1].repeat(x.shape[0])
-        s_hat = denoised(sde, score_fn, x, t_cur, mix)
-        noise = sde.apply_L_inv(x - sde.mean(s_hat, t_cur), t_cur, mix)
-        x = sde.mean(s_hat, t_next) + sde.apply_L(noise, t_next, mix)
-        if on_step is not None:
-            on_step(i, steps)
-    return _final_denoise(sde, score_fn, x, mix, ts, denoise, on_step, steps)
+    s_hat = denoised(sde, score_fn, x, t_cur, mix)
+    noise = sde.apply_L_inv(x - sde.mean(s_hat, t_cur), t_cur, mix)
+    return sde.mean(s_hat, t_next) + sde.apply_L(noise, t_next, mix)
+
+
+def _ode_sampler(step: ODEStep) -> Sampler:
+    """A sampler that runs ``step`` from ``ts[i]`` to ``ts[i + 1]`` over the grid ``ts`` (M,);
+    with ``denoise`` the result is Tweedie's estimate at ``ts[-1]`` (one more NFE)."""
+
+    @torch.no_grad()
+    def sample(
+        sde: DiffusionMixingSDE,
+        score_fn: ScoreFn,
+        x: Tensor,
+        mix: Tensor,
+        ts: Tensor,
+        *,
+        noise_fn: NoiseFn,
+        on_step: StepFn | None = None,
+        denoise: bool = True,
+    ) -> Tensor:
+        del noise_fn  # deterministic
+        steps = len(ts) - 1 + int(denoise)
+        for i in range(len(ts) - 1):
+            x = step(sde, score_fn, x, ts[i].repeat(x.shape[0]), ts[i + 1].repeat(x.shape[0]), mix)
+            if on_step is not None:
+                on_step(i, steps)
+        return _final_denoise(sde, score_fn, x, mix, ts, denoise, on_step, steps)
+
+    sample.__doc__ = f"Probability-flow ODE sampler over ``ts``: {step.__doc__}"
+    return sample
+
+
+sample_euler = _ode_sampler(euler_step)
+sample_heun = _ode_sampler(heun_step)
+sample_ddim = _ode_sampler(ddim_step)
 
 
 def _final_denoise(
