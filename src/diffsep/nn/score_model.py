@@ -49,6 +49,8 @@ class ScoreModel(nn.Module):
         self.config = config
         self.num_sources = config.num_sources
         self.backbone_dtype = backbone_dtype
+        # the SDE turns source estimates into scores (and back); it needs two sources or more
+        self.sde = make_sde(config.sde, config.num_sources) if config.num_sources >= 2 else None
         self.backbone = NCSNpp(
             config.backbone,
             channels_in=2 * config.num_sources + 2,
@@ -93,7 +95,11 @@ class ScoreModel(nn.Module):
         self._check_inputs(xt, t, mix)
         features = self.encode(xt, mix)
         decoded = self.decode(self.run_backbone(features, t), xt.shape[-1])
-        sde = make_sde(self.config.sde, self.num_sources)
+        sde = self.sde
+        if sde is None:
+            if self.config.parameterisation == "score" and output == "score":
+                return decoded
+            raise ConfigError("source estimates need at least 2 sources")
         if self.config.parameterisation == "data":
             sources = project_to_mixture(decoded, mix)
             return sources if output == "sources" else sde.score_from_sources(xt, t, mix, sources)
