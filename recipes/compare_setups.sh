@@ -16,6 +16,9 @@
 #      loss (min-SNR clipped), p_T 0.5, times skewed towards T (t_skew 2)
 #   C  B with a curriculum: t = T only for the first 120 steps
 #   D  B with a cheaper STFT: n_fft 254, hop 128 (128 x F instead of 256 x F pixels)
+#   E  D with a higher learning rate, 1e-3 (D plateaued near +0.5 dB after 20 CPU-minutes)
+#   F  D with a skip connection (model.parameterisation = "data_skip"): near t = 0 the network
+#      refines x_t instead of rebuilding it (D's estimates there were worse than x_t itself)
 set -euo pipefail
 if [ $# -lt 3 ]; then sed -n 2,20p "$0" >&2; exit 2; fi
 corpus=$1; runs=$2; name=$3; minutes=${4:-12}
@@ -35,6 +38,12 @@ case $name in
   C) extra=("${data[@]}" --set optim.curriculum_steps=120) ;;
   D) extra=("${data[@]}" --set model.stft.n_fft=254 --set model.stft.hop_length=128
             --set model.backbone.image_size=128 --set model.stft.frame_multiple=32) ;;
-  *) echo "compare_setups.sh: unknown set-up '$name' (A, B, C or D)" >&2; exit 2 ;;
+  E) extra=("${data[@]}" --set model.stft.n_fft=254 --set model.stft.hop_length=128
+            --set model.backbone.image_size=128 --set model.stft.frame_multiple=32
+            --set optim.lr=1e-3) ;;
+  F) extra=("${data[@]}" --set model.stft.n_fft=254 --set model.stft.hop_length=128
+            --set model.backbone.image_size=128 --set model.stft.frame_multiple=32
+            --set model.parameterisation=data_skip) ;;
+  *) echo "compare_setups.sh: unknown set-up '$name' (A to F)" >&2; exit 2 ;;
 esac
 exec diffsep train "$here/train-sep-8k.toml" "${common[@]}" "${extra[@]}"

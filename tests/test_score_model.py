@@ -336,6 +336,8 @@ def test_parameterisations_give_consistent_scores_and_sources(kind):
     score_net = ScoreModel(base).eval()
     data_net = ScoreModel(replace(base, parameterisation="data")).eval()
     data_net.load_state_dict(score_net.state_dict())
+    skip_net = ScoreModel(replace(base, parameterisation="data_skip")).eval()
+    skip_net.load_state_dict(score_net.state_dict())
     with torch.no_grad():
         raw = score_net(xt, t, mix)
         # a score network: forward is the decoded output, sources come from Tweedie's formula
@@ -351,6 +353,12 @@ def test_parameterisations_give_consistent_scores_and_sources(kind):
                               raw - raw.mean(1, keepdim=True), atol=1e-5)
         assert torch.allclose(data_net(xt, t, mix),
                               sde.score_from_sources(xt, t, mix, estimates), rtol=1e-5)
+        # a skip network: the decoded output is the scaled residual on top of c_skip Pbar x_t
+        skipped = skip_net(xt, t, mix, output="sources")
+        assert torch.allclose(skipped, sde.sources_from_skip(xt, t, mix, raw), atol=1e-5)
+        assert torch.allclose(skipped.sum(1, keepdim=True), mix, atol=1e-5)
+        assert torch.allclose(skip_net(xt, t, mix),
+                              sde.score_from_sources(xt, t, mix, skipped), rtol=1e-5)
 
 
 def test_unknown_parameterisation_is_a_config_error():

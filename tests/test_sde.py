@@ -244,3 +244,30 @@ def test_score_and_sources_convert_both_ways(kind, K):
     projected = project_to_mixture(sources + 0.3, mix)
     assert torch.allclose(projected.sum(dim=1, keepdim=True), mix, atol=1e-12)
     assert torch.allclose(projected, sources, atol=1e-12)  # an offset on all sources is removed
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_skip_estimate_is_the_linear_mmse_of_gaussian_sources(K):
+    # independent Gaussian sources of variance 1/K (a unit-variance mixture): the zero-residual
+    # skip estimate is then the exact posterior mean of Pbar s, whose error has the variance
+    # c_out^2 on each source before the projection on range(Pbar), which keeps (K - 1) / K
+    sde = DiffusionMixingSDE(num_sources=K, kind="mix")
+    g = torch.Generator().manual_seed(3)
+    t = torch.tensor([0.03, 0.2, 0.5, 1.0], dtype=torch.float64)
+    sources = torch.randn(4, K, 200_000, generator=g, dtype=torch.float64) / math.sqrt(K)
+    mix = sources.sum(dim=1, keepdim=True)
+    x = sde.marginal_sample(sources, t, mix, torch.randn(sources.shape, generator=g,
+                                                         dtype=torch.float64))
+    c_skip, c_out = sde.skip_coefficients(t, mix)
+    estimate = sde.sources_from_skip(x, t, mix, torch.zeros_like(x))
+    assert torch.allclose(estimate.sum(dim=1, keepdim=True), mix, atol=1e-9)
+    mse = (estimate - sources).square().mean(dim=(1, 2))
+    assert torch.allclose(mse, c_out.flatten().square() * (K - 1) / K, rtol=0.02)
+    for factor in (0.9, 1.1):  # any other gain on Pbar x does worse
+        diff = x - x.mean(dim=1, keepdim=True)
+        other = mix / K + factor * c_skip * diff
+        assert ((other - sources).square().mean(dim=(1, 2)) > mse).all()
+    # near t = 0 the skip passes x through: c_skip exp(-gamma t) -> 1, c_out -> 0
+    tiny = torch.tensor([1e-4], dtype=torch.float64)
+    c_skip0, c_out0 = sde.skip_coefficients(tiny, mix[:1])
+    assert float(c_skip0 * math.exp(-sde.gamma * 1e-4)) > 0.999 and float(c_out0) < 0.01

@@ -14,7 +14,7 @@ from diffsep.errors import ConfigError
 
 Task = Literal["separation", "enhancement"]
 SDEKind = Literal["mix", "prior_mix"]
-Parameterisation = Literal["score", "data"]
+Parameterisation = Literal["score", "data", "data_skip"]
 """What the network's output means: ``score`` (the authors' models) or ``data`` (source
 estimates, turned into a score in closed form; see :meth:`DiffusionMixingSDE.score_from_sources`)."""
 

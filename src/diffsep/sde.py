@@ -163,6 +163,37 @@ class DiffusionMixingSDE:
         :meth:`score_from_sources`; all (B, K, N), ``t`` (B,)."""
         return self.unmean(x + self.apply_sigma(score, t, mix), t)
 
+    def skip_coefficients(self, t: Tensor, mix: Tensor) -> tuple[Tensor, Tensor]:
+        """``(c_skip, c_out)`` of a source-estimating network with a skip connection (EDM's
+        preconditioning, Karras et al. 2022, Eq. 7, read for this SDE).
+
+        Model the sources as independent, zero-mean, each of variance ``1/K`` (a unit-variance
+        mixture). On range(Pbar) ``x_t`` is ``exp(-gamma t) s`` plus noise of variance ``v =
+        lambda2 noise_scale^2`` per source, so the linear MMSE estimate of ``Pbar s`` is
+        ``c_skip Pbar x_t`` with ``c_skip = exp(-gamma t) / K / (exp(-2 gamma t) / K + v)``,
+        and ``c_out = sqrt(v / K / (exp(-2 gamma t) / K + v))`` is the standard deviation of its
+        error before the projection on range(Pbar) (which keeps a share ``1 - 1/K`` of the
+        variance). ``t`` (B,), ``mix`` (B, 1, N) -> two tensors of shape (B, 1, 1) ('mix') or
+        (B, 1, N) ('prior_mix').
+        """
+        source_var = 1.0 / self.num_sources
+        _, lambda2 = self.eigenvalues(_per_item(t, mix))
+        noise_var = lambda2 * self.noise_scale(mix).square()
+        decay = torch.exp(-self.gamma * _per_item(t, mix))
+        total = decay.square() * source_var + noise_var
+        return decay * source_var / total, (source_var * noise_var / total).sqrt()
+
+    def sources_from_skip(self, x: Tensor, t: Tensor, mix: Tensor, residual: Tensor) -> Tensor:
+        """Source estimates ``y / K + c_skip Pbar x + c_out Pbar residual`` (see
+        :meth:`skip_coefficients`), which sum to ``mix``: with a zero ``residual`` this is the
+        linear MMSE estimate, exact as ``t -> 0``. ``x``, ``residual`` (B, K, N), ``t`` (B,),
+        ``mix`` (B, 1, N) -> (B, K, N).
+        """
+        c_skip, c_out = self.skip_coefficients(t, mix)
+        x_diff = x - x.mean(dim=1, keepdim=True)
+        residual_diff = residual - residual.mean(dim=1, keepdim=True)
+        return mix / self.num_sources + c_skip * x_diff + c_out * residual_diff
+
     def marginal_sample(self, s0: Tensor, t: Tensor, mix: Tensor, z: Tensor) -> Tensor:
         """``x_t = mean_t(s0) + L_t z`` for standard normal ``z`` (B, K, N) -> (B, K, N)."""
         return self.mean(s0, t) + self.apply_L(z, t, mix)

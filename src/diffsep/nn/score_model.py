@@ -36,8 +36,11 @@ class ScoreModel(nn.Module):
     The state_dict keys are the authors' (``backbone.*``, ``stft.window``, ``stft_inv.window``).
 
     ``config.parameterisation`` says what the decoded waveforms are: the score itself
-    (``score``, the authors' models) or source estimates (``data``), which are made to sum to
-    the mixture and turned into the score in closed form. Either way ``forward`` returns the
+    (``score``, the authors' models), source estimates (``data``), which are made to sum to
+    the mixture, or the scaled residual of a skip connection (``data_skip``: the estimates are
+    ``y / K + c_skip Pbar x_t + c_out Pbar decoded``, :meth:`DiffusionMixingSDE.sources_from_skip`,
+    so that near ``t = 0`` the network only has to refine ``x_t``). Estimates are turned into
+    the score in closed form. Either way ``forward`` returns the
     score, or the source estimates with ``output="sources"`` (Tweedie's formula for a score
     network). ``backbone_dtype`` (None: float32) runs the backbone alone under autocast in
     bfloat16 / float16; the STFT, its inverse and the SDE arithmetic stay float32.
@@ -100,8 +103,11 @@ class ScoreModel(nn.Module):
             if self.config.parameterisation == "score" and output == "score":
                 return decoded
             raise ConfigError("source estimates need at least 2 sources")
-        if self.config.parameterisation == "data":
-            sources = project_to_mixture(decoded, mix)
+        if self.config.parameterisation != "score":
+            if self.config.parameterisation == "data_skip":
+                sources = sde.sources_from_skip(xt, t, mix, decoded)
+            else:
+                sources = project_to_mixture(decoded, mix)
             return sources if output == "sources" else sde.score_from_sources(xt, t, mix, sources)
         if output == "sources":
             return project_to_mixture(sde.sources_from_score(xt, t, mix, decoded), mix)
@@ -131,9 +137,10 @@ def _check_config(config: ModelConfig) -> None:
     stft, backbone = config.stft, config.backbone
     if config.num_sources < 1:
         raise ConfigError(f"num_sources must be >= 1, got {config.num_sources}")
-    if config.parameterisation not in ("score", "data"):
+    if config.parameterisation not in ("score", "data", "data_skip"):
         raise ConfigError(
-            f"parameterisation must be 'score' or 'data', got {config.parameterisation!r}"
+            "parameterisation must be 'score', 'data' or 'data_skip', "
+            f"got {config.parameterisation!r}"
         )
     if stft.n_fft < 2 or not 0 < stft.hop_length <= stft.n_fft:
         raise ConfigError(f"stft: invalid n_fft {stft.n_fft} / hop_length {stft.hop_length}")
