@@ -622,6 +622,7 @@ def test_non_tensor_state_is_refused(tmp_path, sep_model):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_load_dispatches_authors_checkpoints(tmp_path, sep_model):
     config, weights = sep_model
     loaded_config, loaded = load_model_files(SEP)

@@ -41,6 +41,7 @@ def test_version_and_help() -> None:
         assert option in result.output
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_separate_folder_writes_librimix_layout(mixtures: Path, tmp_path: Path,
                                                 small_model_dirs) -> None:
     out = tmp_path / "out"
@@ -57,6 +58,7 @@ def test_separate_folder_writes_librimix_layout(mixtures: Path, tmp_path: Path,
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporaries left
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_same_seed_same_output_and_skip_existing(mixtures: Path, tmp_path: Path,
                                                  small_model_dirs) -> None:
     file = mixtures / "a.wav"
@@ -79,6 +81,7 @@ def test_same_seed_same_output_and_skip_existing(mixtures: Path, tmp_path: Path,
     assert not np.array_equal(one, three)
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_enhance_writes_one_file_per_input(tmp_path: Path, small_model_dirs) -> None:
     noisy = speech_like(1.0, 16000, 4) + 0.02 * np.random.default_rng(1).standard_normal(16000)
     write_wav(tmp_path / "noisy" / "x.wav", noisy, 16000)
@@ -100,6 +103,7 @@ def test_model_task_mismatch_is_one_line_error(mixtures: Path, tmp_path: Path,
     assert "separation model" in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_bad_inputs_each_get_one_line_and_others_still_run(tmp_path: Path,
                                                            small_model_dirs) -> None:
     folder = tmp_path / "in"
@@ -193,6 +197,7 @@ def test_threads_option_sets_torch_threads(mixtures: Path, tmp_path: Path,
         torch.set_num_threads(1)
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_default_window_is_the_models(mixtures: Path, tmp_path: Path, small_model_dirs) -> None:
     # the fixture model sets no window: 4 s; a copy whose config sets 1 s uses that instead,
     # and --segment still overrides it

@@ -189,6 +189,7 @@ def test_enhancement_layout_clean_noisy(tmp_path: Path) -> None:
         assert row["si_sdri"] == pytest.approx(12.0, abs=1e-3)  # noisy is at 0 dB
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_flat_references_with_mix_option(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "speechmos", None)  # keep the default run fast: no DNSMOS
     ref, out = make_enhancement(tmp_path)
@@ -499,6 +500,7 @@ def test_dnsmos_via_the_command(tmp_path: Path) -> None:
     assert report["settings"]["dnsmos"]["personalized"] is False
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_plot_is_written(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     ref, out = make_separation(tmp_path)

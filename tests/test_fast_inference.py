@@ -35,6 +35,7 @@ def mixture(tmp_path: Path) -> Path:
                      speech_like(1.0, 8000, 1) + speech_like(1.0, 8000, 2, 220), 8000)
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_sampler_options_reach_the_run_and_the_summary(mixture, tmp_path, small_model_dirs,
                                                        small_sep_model):
     out = tmp_path / "out"
@@ -60,9 +61,11 @@ def test_sampler_options_reach_the_run_and_the_summary(mixture, tmp_path, small_
 
 def test_header_names_the_sampler_and_its_network_calls(mixture, tmp_path, small_model_dirs):
     result = invoke("separate", mixture, "-o", tmp_path / "out", "--model",
-                    small_model_dirs["sep"], "--sampler", "ddim", "--steps", 4)
+                    small_model_dirs["sep"], "--sampler", "ddim", "--steps", 4, "--t-eps", 0.2,
+                    "--json")
     assert result.exit_code == 0, result.output
     assert "ddim sampler, 4 steps = 4 network calls per window, fp32" in result.stderr
+    assert json.loads(result.stdout)["sampler"]["t_eps"] == 0.2  # --t-eps reaches the run
 
 
 class Recording:
@@ -140,6 +143,8 @@ def test_bf16_is_refused_on_a_cpu_without_bf16_kernels(small_sep_model, monkeypa
         (["--sampler", "rk4"], ["sampler", "rk4", "pc, euler, heun, ddim"]),
         (["--tau", "1.5"], ["tau", "(0.03, 1.0)"]),
         (["--tau", "0.01"], ["tau", "(0.03, 1.0)"]),
+        (["--t-eps", "1.2"], ["t_eps", "(0, 1.0)"]),
+        (["--t-eps", "0.4", "--tau", "0.3"], ["tau", "(0.4, 1.0)"]),
         (["--sampler", "heun", "--grid-rho", "0"], ["grid rho", "positive"]),
         (["--grid-rho", "3"], ["grid rho", "'pc'", "use 1"]),
         (["--sampler", "euler", "--steps", "1", "--no-denoise"], ["steps", ">= 2"]),
@@ -157,6 +162,7 @@ def test_bad_fast_inference_options(mixture, tmp_path, small_model_dirs, args, w
     assert not out.exists()
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_compile_without_a_compiler_is_a_clear_error(mixture, tmp_path, small_model_dirs,
                                                      monkeypatch):
     from torch._inductor import config as inductor_config

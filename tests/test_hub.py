@@ -67,6 +67,7 @@ def cache(tmp_path, monkeypatch, fake_hub) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_downloads_our_format_once_then_uses_the_cache(
     fake_hub, cache, our_files, sep_model, tmp_path
 ):

@@ -49,6 +49,7 @@ def full_model() -> ScoreModel:
     return ScoreModel(ModelConfig(num_sources=2))
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 @pytest.mark.parametrize("name", ["sep", "enh"])
 def test_full_size_state_dict_matches_reference_layout(full_model, name):
     expected = reference_layout(name)
@@ -166,6 +167,7 @@ def _load_raw_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix(PREFIX): v for k, v in checkpoint["state_dict"].items()}
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_raw_training_weights_do_not_match(reference_case):
     """The fixtures tell EMA weights (used at inference) from the raw training weights."""
     name, _, ref = reference_case

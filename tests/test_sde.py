@@ -114,6 +114,7 @@ def test_L_squared_is_closed_form_covariance(K):
     assert math.isclose(lambda2.item(), expected2, rel_tol=1e-12)
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_forward_sde_monte_carlo_matches_marginal():
     """Euler-Maruyama paths of dx = -gamma Pbar x dt + g dw reproduce mean_t and Sigma_t (K = 3).
 

@@ -13,6 +13,7 @@ from diffsep.config import STFTConfig
 from diffsep.errors import AudioError, ConfigError
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_single_window_run_reproduces_reference_separate(small_sep_model) -> None:
     """The whole public path (normalise, sample, rescale) on the reference's full run (e)."""
     expected = torch.load(FIXTURES / "expected-small-sep.pt", weights_only=True)
@@ -40,6 +41,7 @@ def test_window_lengths_avoid_padded_frames() -> None:
         plan_windows_for(0.0, 0.25, 8000, stft)
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_output_does_not_depend_on_batch_size(small_sep_model) -> None:
     """Several windows: batch size 1 and 3 give the same result (noise is per window)."""
     mix = speech_like(2.5, 8000, 1) + speech_like(2.5, 8000, 2, f0=210)
@@ -59,6 +61,7 @@ def test_input_rate_and_length_are_kept(small_sep_model) -> None:
     assert np.isfinite(out).all()
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_each_channel_mode_keeps_channels(small_sep_model) -> None:
     stereo = np.stack([speech_like(1.0, 8000, 4), speech_like(1.0, 8000, 5, f0=200)])
     out = separate(small_sep_model, stereo, 8000, seed=0, steps=2, channels="each")
@@ -88,6 +91,7 @@ def test_bad_arrays_are_rejected(small_sep_model) -> None:
         separate(small_sep_model, np.zeros(0, np.float32), 8000)
 
 
+@pytest.mark.slow  # a full model run or a large network: over a second
 def test_enhance_returns_the_speech_source(small_enh_model) -> None:
     noisy = speech_like(1.0, 16000, 7) + 0.01 * np.random.default_rng(0).standard_normal(16000)
     speech = enhance(small_enh_model, noisy.astype(np.float32), 16000, seed=1, steps=2)

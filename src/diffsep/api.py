@@ -35,6 +35,7 @@ def separate(
     denoise: bool | None = None,
     tau: float | None = None,
     grid_rho: float | None = None,
+    t_eps: float | None = None,
     seed: int | None = None,
     segment: float | None = None,
     overlap: float = DEFAULT_OVERLAP,
@@ -46,14 +47,14 @@ def separate(
     """Separate ``waveform`` ((N,) or (C, N), float, ``sample_rate`` Hz) into its sources.
 
     Returns ``(K, N)`` float32 at ``sample_rate`` (``(K, C, N)`` with ``channels='each'``).
-    Sampler settings (``sampler``: pc, euler, heun, ddim; ``tau``, ``grid_rho``: see
+    Sampler settings (``sampler``: pc, euler, heun, ddim; ``tau``, ``grid_rho``, ``t_eps``: see
     :class:`~diffsep.config.SamplerConfig`) and the window (``segment``, seconds) default to the
     model's; ``seed`` makes the result reproducible; ``batch_size`` defaults to 1 on the CPU,
     8 on CUDA; ``precision`` (fp32, bf16, fp16 on CUDA) and ``compile`` apply to the network.
     """
     settings = run_settings(
         model, sampler=sampler, steps=steps, snr=snr, corrector_steps=corrector_steps,
-        denoise=denoise, tau=tau, grid_rho=grid_rho, seed=seed, segment=segment, overlap=overlap,
+        denoise=denoise, tau=tau, grid_rho=grid_rho, t_eps=t_eps, seed=seed, segment=segment, overlap=overlap,
         batch_size=batch_size, channels=channels, precision=precision, compile=compile,
     )
     return separate_array(model, waveform, sample_rate, settings)
@@ -71,6 +72,7 @@ def enhance(
     denoise: bool | None = None,
     tau: float | None = None,
     grid_rho: float | None = None,
+    t_eps: float | None = None,
     seed: int | None = None,
     segment: float | None = None,
     overlap: float = DEFAULT_OVERLAP,
@@ -83,7 +85,7 @@ def enhance(
     single source of :func:`separate` ((N,), or (C, N) with ``channels='each'``)."""
     settings = run_settings(
         model, sampler=sampler, steps=steps, snr=snr, corrector_steps=corrector_steps,
-        denoise=denoise, tau=tau, grid_rho=grid_rho, seed=seed, segment=segment, overlap=overlap,
+        denoise=denoise, tau=tau, grid_rho=grid_rho, t_eps=t_eps, seed=seed, segment=segment, overlap=overlap,
         batch_size=batch_size, channels=channels, precision=precision, compile=compile,
     )
     return separate_array(model, waveform, sample_rate, settings)[0]

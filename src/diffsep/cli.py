@@ -136,6 +136,13 @@ GridRhoOpt = Annotated[
                  "near the end. \\[default: the model's, 1]", show_default=False,
                  rich_help_panel=_SAMPLER_HELP),
 ]
+TEpsOpt = Annotated[
+    Optional[float],
+    typer.Option("--t-eps",
+                 help="Time in (0, 1) at which the sampler stops and takes the network's final "
+                 "estimate. \\[default: the model's, 0.03]", show_default=False,
+                 rich_help_panel=_SAMPLER_HELP),
+]
 PrecisionOpt = Annotated[
     str,
     typer.Option("--precision",
@@ -261,6 +268,7 @@ def _file_command(task: Task, default_out: str) -> Callable[..., None]:
         denoise: DenoiseOpt = None,
         tau: TauOpt = None,
         grid_rho: GridRhoOpt = None,
+        t_eps: TEpsOpt = None,
         precision: PrecisionOpt = "fp32",
         compile: CompileOpt = False,
         seed: SeedOpt = None,
@@ -306,7 +314,7 @@ def _file_command(task: Task, default_out: str) -> Callable[..., None]:
             _check_task(loaded, task)
             settings = run_settings(
                 loaded, sampler=sampler, steps=steps, snr=snr, corrector_steps=corrector_steps,
-                denoise=denoise, tau=tau, grid_rho=grid_rho,
+                denoise=denoise, tau=tau, grid_rho=grid_rho, t_eps=t_eps,
                 seed=distributed.shared_seed(ranks, seed), segment=segment, overlap=overlap,
                 batch_size=batch_size, channels=channel_mode, precision=precision,
                 compile=compile,

@@ -80,6 +80,7 @@ def run_settings(
     denoise: bool | None = None,
     tau: float | None = None,
     grid_rho: float | None = None,
+    t_eps: float | None = None,
     seed: int | None = None,
     segment: float | None = None,
     overlap: float = DEFAULT_OVERLAP,
@@ -92,12 +93,12 @@ def run_settings(
     settings and window, a random seed, :func:`default_batch_size`). ConfigError if invalid.
 
     ``sampler`` names the method (``sampling.SAMPLERS``); ``tau`` starts it at ``tau`` from the
-    network's own estimate; ``grid_rho`` spaces its time grid. ``compile`` compiles the model's
+    network's own estimate; ``grid_rho`` spaces its time grid; ``t_eps`` is where it stops. ``compile`` compiles the model's
     backbone in place (kept for later runs) once every other setting is valid.
     """
     overrides: dict[str, Any] = {"method": sampler, "steps": steps, "snr": snr,
                  "corrector_steps": corrector_steps, "denoise": denoise, "tau": tau,
-                 "grid_rho": grid_rho}
+                 "grid_rho": grid_rho, "t_eps": t_eps}
     chosen = replace(model.config.sampler,
                      **{name: value for name, value in overrides.items() if value is not None})
     settings = RunSettings(
