@@ -7,7 +7,8 @@
 # Runs `diffsep separate|enhance --seed 0` (the model's default sampler: 30 steps, snr 0.5,
 # one corrector step) on the first N mixtures in name order, then `diffsep eval --intersection`
 # (PIT for separation). Writes OUT/est/, OUT/report.json, OUT/report.csv and OUT/timing.txt.
-# Extra arguments after OUT go to separate/enhance (e.g. --threads 1, --device cuda).
+# Extra arguments after OUT go to separate/enhance (e.g. --threads 1, --device cuda);
+# METRICS=si_sdr,si_sdri,pesq,estoi in the environment limits the metrics (DNSMOS is the slow one).
 set -euo pipefail
 if [ $# -lt 5 ]; then
   sed -n 2,11p "$0" >&2
@@ -39,4 +40,5 @@ start, end, audio, n = map(float, sys.argv[1:])
 print(f"files {int(n)}  audio {audio:.1f} s  wall {end - start:.1f} s  RTF {(end - start) / audio:.2f}")
 PY
 cat "$out/timing.txt"
-diffsep eval --ref "$split" --est "$out/est" --intersection --json --csv "$out/report.csv" > "$out/report.json"
+diffsep eval --ref "$split" --est "$out/est" --intersection --json --csv "$out/report.csv" \
+  ${METRICS:+--metrics "$METRICS"} > "$out/report.json"

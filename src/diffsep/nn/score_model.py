@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from diffsep import spectral
-from diffsep.config import ModelConfig
+from diffsep.config import ModelConfig, Parameterisation
 from diffsep.errors import ConfigError
 from diffsep.nn.ncsnpp import NCSNpp
 from diffsep.sde import make_sde, project_to_mixture
@@ -40,9 +40,8 @@ class ScoreModel(nn.Module):
     the mixture, or the scaled residual of a skip connection (``data_skip``: the estimates are
     ``y / K + c_skip Pbar x_t + c_out Pbar decoded``, :meth:`DiffusionMixingSDE.sources_from_skip`,
     so that near ``t = 0`` the network only has to refine ``x_t``). Estimates are turned into
-    the score in closed form. Either way ``forward`` returns the
-    score, or the source estimates with ``output="sources"`` (Tweedie's formula for a score
-    network). ``backbone_dtype`` (None: float32) runs the backbone alone under autocast in
+    the score in closed form. Either way ``forward`` returns the score, or the source estimates
+    with ``output="sources"`` (Tweedie's formula for a score network). ``backbone_dtype`` (None: float32) runs the backbone alone under autocast in
     bfloat16 / float16; the STFT, its inverse and the SDE arithmetic stay float32.
     """
 
@@ -137,9 +136,10 @@ def _check_config(config: ModelConfig) -> None:
     stft, backbone = config.stft, config.backbone
     if config.num_sources < 1:
         raise ConfigError(f"num_sources must be >= 1, got {config.num_sources}")
-    if config.parameterisation not in ("score", "data", "data_skip"):
+    accepted = get_args(Parameterisation)
+    if config.parameterisation not in accepted:
         raise ConfigError(
-            "parameterisation must be 'score', 'data' or 'data_skip', "
+            f"parameterisation must be one of {', '.join(accepted)}, "
             f"got {config.parameterisation!r}"
         )
     if stft.n_fft < 2 or not 0 < stft.hop_length <= stft.n_fft:
