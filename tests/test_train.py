@@ -570,6 +570,7 @@ def test_train_checkpoint_resume_and_export(tmp_path: Path) -> None:
     assert (export / "config.json").is_file() and (export / "README.md").is_file()
     card = (export / "README.md").read_text()
     assert "for 4 steps" in card and "Validation at step 4" in card
+    assert "the sampler with 2 steps" in card
     model = load_model(export, device="cpu")
     _, state = read_checkpoint(latest_checkpoint(run))
     for key, value in model.network.state_dict().items():
@@ -875,6 +876,8 @@ def test_data_prediction_run_with_curriculum_and_one_shot_validation(tmp_path: P
     assert all(r["train_cpu_s"] > 0 for r in records)
     model = load_model(result.export, device="cpu")
     assert model.config.parameterisation == "data"
+    card = (Path(result.export) / "README.md").read_text()
+    assert "one-call estimate at t = T only" in card and "steps)" not in card
     est = sample_windows(model, torch.randn(2, 1, 400) * 0.1, [0, 1], model.config.sampler)
     assert est.shape == (2, 2, 400) and bool(torch.isfinite(est).all())
 

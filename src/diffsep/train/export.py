@@ -45,12 +45,14 @@ def training_card(
     lines = [trained, "", source + "."]
     if validation:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(validation.items()))
+        how = (f"the sampler with {config.valid.sampler_steps} steps" if config.valid.sampler
+               else "the one-call estimate at t = T only")
         lines += [
             "",
             (
                 f"Validation at step {validation_step if validation_step is not None else step} "
-                f"({config.valid.num_mixtures} mixtures of "
-                f"{config.valid.seconds:g} s, {config.valid.sampler_steps} steps): {shown}."
+                f"({config.valid.num_mixtures} mixtures of {config.valid.seconds:g} s, {how}): "
+                f"{shown}."
             ),
         ]
     description = "\n".join(lines)
