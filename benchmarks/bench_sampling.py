@@ -11,7 +11,8 @@ reference setting (the first one, by default the authors' 60-NFE predictor-corre
     python benchmarks/bench_sampling.py ... --settings pc:30 heun:5 ddim:9:tau=0.5 --plot q.png
 
 A setting is ``METHOD:STEPS[:KEY=VALUE...]`` with keys of ``SamplerConfig`` (``snr``,
-``corrector_steps``, ``tau``, ``grid_rho``, ``denoise``). Test folders: ``mix/ s1/ s2/`` for
+``corrector_steps``, ``tau``, ``grid_rho``, ``denoise``, ``t_eps``); ``tau`` and ``grid_rho``
+are off unless given, the other keys default to the model's. Test folders: ``mix/ s1/ s2/`` for
 separation, ``noisy/ clean/`` for enhancement (what ``recipes/make_corpus.py`` writes).
 """
 
@@ -53,7 +54,10 @@ class Row:
 
 
 def parse_setting(text: str, base):  # -> SamplerConfig
-    """``METHOD:STEPS[:KEY=VALUE...]`` -> the model's sampler settings with those changes."""
+    """``METHOD:STEPS[:KEY=VALUE...]`` -> sampler settings: the method and steps given, ``tau``
+    and ``grid_rho`` off (None, 1) unless given, everything else (snr, corrector steps, t_eps,
+    denoise) the model's ``base`` unless given. A model whose default starts from ``tau``
+    must not turn ``pc:30`` into something other than the reference sampler."""
     from diffsep.errors import ConfigError
     from diffsep.sampling import check_sampler_settings
 
@@ -61,7 +65,8 @@ def parse_setting(text: str, base):  # -> SamplerConfig
     if len(parts) < 2:
         raise ConfigError(f"setting {text!r}: expected METHOD:STEPS[:KEY=VALUE...]")
     types = {f.name: f.type for f in fields(base)}
-    changes: dict[str, object] = {"method": parts[0], "steps": int(parts[1])}
+    changes: dict[str, object] = {"method": parts[0], "steps": int(parts[1]), "tau": None,
+                                  "grid_rho": 1.0}
     for item in parts[2:]:
         key, _, value = item.partition("=")
         if key not in types or key in ("method", "steps", "segment_seconds"):

@@ -93,3 +93,23 @@ def test_bench_network_times_calls_by_batch_and_precision(small_model_dirs) -> N
     for row in rows[:2]:
         assert row["s_per_call"] > 0 and row["audio_s_per_s"] > 0 and row["window_s"] == 0.5
     assert all("precision" in row["error"] for row in rows[2:])  # reported, not a crash
+
+
+def test_bench_settings_start_from_the_reference_not_from_the_models_tau() -> None:
+    import importlib.util
+
+    from diffsep.config import SamplerConfig
+
+    spec = importlib.util.spec_from_file_location("bench_sampling",
+                                                  BENCHMARKS / "bench_sampling.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    # a model whose default is ddim:3 from tau 0.5 on a rho-2 grid, with its own t_eps
+    model_default = SamplerConfig(method="ddim", steps=3, tau=0.5, grid_rho=2.0, t_eps=0.05)
+    reference = bench.parse_setting("pc:30", model_default)
+    assert (reference.method, reference.steps, reference.tau, reference.grid_rho) == (
+        "pc", 30, None, 1.0)
+    assert reference.t_eps == 0.05  # the model's own settings stay
+    started = bench.parse_setting("ddim:9:tau=0.4:t_eps=0.2", model_default)
+    assert (started.method, started.steps, started.tau, started.t_eps) == ("ddim", 9, 0.4, 0.2)
