@@ -354,6 +354,11 @@ def _check_task(model: DiffSepModel, task: Task) -> None:
         )
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 step``, ``3 steps``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 class _ProgressReporter:
     """Messages and Rich progress on stderr: one bar over windows, one over the current batch's
     network calls."""
@@ -400,10 +405,12 @@ class _ProgressReporter:
 
             model, settings, sampler = self.model, self.settings, self.settings.sampler
             start = "" if sampler.tau is None else f" from tau {sampler.tau:g}"
+            calls = network_calls(sampler)
             self.console.print(
                 f"{model.config.task} of {files} file(s) with {model.source} "
-                f"({model.sample_rate} Hz, {sampler.method} sampler{start}, {sampler.steps} steps "
-                f"= {network_calls(sampler)} network calls per window, {settings.precision}"
+                f"({model.sample_rate} Hz, {sampler.method} sampler{start}, "
+                f"{_count(sampler.steps, 'step')} = {_count(calls, 'network call')} per window, "
+                f"{settings.precision}"
                 f"{' compiled' if settings.compile else ''}, device {model.device}, "
                 f"seed {settings.seed})", soft_wrap=True, markup=False,
             )
