@@ -56,6 +56,20 @@ def small_enh_model(small_model_dirs: dict[str, Path]):
     return load_model(str(small_model_dirs["enh"]), "enhancement", "cpu")
 
 
+def load_script(path: Path):
+    """Import a script of recipes/ or benchmarks/ as a module (registered in sys.modules, so
+    that its dataclasses find their module)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def speech_like(seconds: float, rate: int, seed: int, f0: float = 140.0) -> np.ndarray:
     """A voiced, amplitude-modulated harmonic signal (mono float32), a stand-in for speech."""
     rng = np.random.default_rng(seed)

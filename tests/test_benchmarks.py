@@ -96,15 +96,11 @@ def test_bench_network_times_calls_by_batch_and_precision(small_model_dirs) -> N
 
 
 def test_bench_settings_start_from_the_reference_not_from_the_models_tau() -> None:
-    import importlib.util
+    from conftest import load_script
 
     from diffsep.config import SamplerConfig
 
-    spec = importlib.util.spec_from_file_location("bench_sampling",
-                                                  BENCHMARKS / "bench_sampling.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up
-    spec.loader.exec_module(bench)
+    bench = load_script(BENCHMARKS / "bench_sampling.py")
     # a model whose default is ddim:3 from tau 0.5 on a rho-2 grid, with its own t_eps
     model_default = SamplerConfig(method="ddim", steps=3, tau=0.5, grid_rho=2.0, t_eps=0.05)
     reference = bench.parse_setting("pc:30", model_default)

@@ -337,12 +337,9 @@ def test_make_corpus_stops_with_one_line_naming_a_damaged_archive(tmp_path: Path
 
 def test_estimate_by_time_prints_one_line_per_time(tmp_path: Path, small_model_dirs: dict,
                                                    capsys) -> None:
-    import importlib.util
+    from conftest import load_script
 
-    path = SCRIPT.parent / "estimate_by_time.py"
-    spec = importlib.util.spec_from_file_location("estimate_by_time", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT.parent / "estimate_by_time.py")
     split = _split(tmp_path / "valid", 8000, 2)
     assert module.main([str(small_model_dirs["sep"]), str(split), "--seconds", "0.5",
                         "--times", "1.0,0.3,0.03"]) == 0
