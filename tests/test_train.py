@@ -368,6 +368,25 @@ def test_yaml_config_reads_like_toml(tmp_path: Path) -> None:
     assert parse_override("output.title=2024-01-01") == (["output", "title"], "2024-01-01")
 
 
+def test_saved_train_config_json_is_a_config(tmp_path: Path) -> None:
+    """The resume-mismatch error points at a run's train_config.json: it must load as one."""
+    toml = tmp_path / "run.toml"
+    toml.write_text(RUN_TOML)
+    config = load_train_config(toml, ["optim.steps=7"])
+    saved = tmp_path / "run" / "train_config.json"
+    saved.parent.mkdir()
+    saved.write_text(config.to_json())
+    assert load_train_config(saved) == config
+    assert load_train_config(saved, ["optim.steps=9"]).optim.steps == 9
+    (tmp_path / "bad.json").write_text('{"optim": {"lr": }')
+    with pytest.raises(ConfigError, match=r"bad.json: invalid JSON") as err:
+        load_train_config(tmp_path / "bad.json")
+    assert "\n" not in str(err.value)
+    (tmp_path / "list.json").write_text('["model"]')
+    with pytest.raises(ConfigError, match=r"list.json: a JSON config must be a mapping"):
+        load_train_config(tmp_path / "list.json")
+
+
 def _write_group(root: Path, name: str, signals: dict[str, np.ndarray]) -> None:
     for folder, x in signals.items():
         (root / folder).mkdir(parents=True, exist_ok=True)

@@ -670,7 +670,8 @@ def _eval_table(plan: EvalPlan, settings: EvalSettings, summary: dict[str, Summa
 @app.command()
 def train(
     config: Annotated[Optional[Path], typer.Argument(
-        help="Training config, TOML or YAML (.yaml/.yml); see recipes/train-*.toml. "
+        help="Training config, TOML, YAML (.yaml/.yml) or a run's saved train_config.json; "
+        "see recipes/train-*.toml. "
         "Relative paths in it resolve against its folder. Without one, the defaults and "
         "--set values make the config.", show_default=False)] = None,
     overrides: Annotated[Optional[list[str]], typer.Option(

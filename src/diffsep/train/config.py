@@ -1,4 +1,4 @@
-"""Training configuration: frozen dataclasses read from TOML or YAML, with ``key.sub=value``
+"""Training configuration: frozen dataclasses read from TOML, YAML or JSON, with ``key.sub=value``
 overrides.
 
 A run is fully described by a :class:`TrainConfig`; it is written as JSON into every training
@@ -349,17 +349,21 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def _parse_config_text(text: str, path: Path) -> dict[str, Any]:
-    """The tables of a TOML or (by suffix) YAML config file, plain data only; ConfigError
-    naming the file."""
-    yaml_file = path.suffix.lower() in _YAML_SUFFIXES
+    """The tables of a TOML or (by suffix) YAML or JSON config file (a run's saved
+    ``train_config.json``), plain data only; ConfigError naming the file."""
+    suffix = path.suffix.lower()
+    kind = "YAML" if suffix in _YAML_SUFFIXES else "JSON" if suffix == ".json" else "TOML"
     try:
-        data = (_parse_yaml(text) or {}) if yaml_file else _toml_module().loads(text)
-    except Exception as err:  # noqa: BLE001 (yaml.YAMLError, TOMLDecodeError)
+        if kind == "YAML":
+            data = _parse_yaml(text) or {}
+        else:
+            data = json.loads(text) if kind == "JSON" else _toml_module().loads(text)
+    except Exception as err:  # noqa: BLE001 (yaml.YAMLError, TOMLDecodeError, JSONDecodeError)
         detail = " ".join(str(err).split())
-        raise ConfigError(f"{path}: invalid {'YAML' if yaml_file else 'TOML'} ({detail})") from None
+        raise ConfigError(f"{path}: invalid {kind} ({detail})") from None
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{path}: a YAML config must be a mapping of tables (model:, data:, optim:, "
+            f"{path}: a {kind} config must be a mapping of tables (model, data, optim, "
             f"...), not a {type(data).__name__}"
         )
     try:
@@ -427,8 +431,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def load_train_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
-    """Read a TOML or YAML (``.yaml``/``.yml``) config, or start from the defaults with
-    ``path=None``; apply overrides.
+    """Read a TOML, YAML (``.yaml``/``.yml``) or JSON (``.json``, as a run saves it) config,
+    or start from the defaults with ``path=None``; apply overrides.
 
     Relative paths in the file resolve against its folder; relative paths given as overrides
     resolve against the current directory.
