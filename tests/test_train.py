@@ -766,6 +766,20 @@ def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError, match=r"model.backbone.nf: 8 here, 4 there"):
         _losses(wider)
+    # another parameterisation or STFT: every tensor fits, so a warm start, said in the log
+    warm = dataclasses.replace(
+        tuned_cfg,
+        model=dataclasses.replace(TINY_MODEL, parameterisation="data_skip", stft=dataclasses.replace(
+            TINY_MODEL.stft, hop_length=8)),
+        output=dataclasses.replace(tuned_cfg.output, dir=str(tmp_path / "warm")),
+    )
+    _losses(warm)
+    _, warm_state = read_checkpoint(latest_checkpoint(warm.output.dir))
+    for key, value in warm_state["model"].items():
+        assert torch.allclose(value, base_state["ema"][key], atol=1e-9), key
+    log = (Path(warm.output.dir) / "train.log").read_text()
+    assert "as a warm start (model.stft.hop_length: 8 here, 16 there; " in log
+    assert "model.parameterisation: 'data_skip' here, 'score' there)" in log
 
 
 def latest_checkpoint_name(run: Path) -> str:

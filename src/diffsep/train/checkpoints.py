@@ -194,13 +194,20 @@ def architecture_differences(ours: ModelConfig, theirs: ModelConfig) -> list[str
             for key in mine if mine[key] != other.get(key)]
 
 
+# Settings a fresh run may change from its init_from weights: every tensor still fits, and
+# the backbone's features carry over while training re-learns what its output means (another
+# parameterisation) or sees (another STFT).
+_WARM_START_KEYS = ("model.parameterisation:", "model.stft.")
+
+
 def initial_weights(spec: str, config: TrainConfig) -> tuple[dict[str, torch.Tensor], str]:
     """The weights named by ``optim.init_from`` for a fresh run, as float32 tensors, and a
     description of where they came from.
 
     ``spec``: a training checkpoint or run folder (its EMA weights), or anything ``--model``
     accepts (bundled name, model folder or file, the authors' checkpoint, Hub repo id).
-    ConfigError when its architecture differs from ``config.model``.
+    ConfigError when its architecture differs from ``config.model`` in more than
+    ``_WARM_START_KEYS``.
     """
     from diffsep.checkpoint import load_model_files
     from diffsep.hub import resolve_model
@@ -215,12 +222,15 @@ def initial_weights(spec: str, config: TrainConfig) -> tuple[dict[str, torch.Ten
         model_config, weights = load_model_files(path)
         origin = str(path)
     differences = architecture_differences(config.model, model_config)
-    if differences:
-        shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
+    refused = [line for line in differences if not line.startswith(_WARM_START_KEYS)]
+    if refused:
+        shown = "; ".join(refused[:4]) + ("; ..." if len(refused) > 4 else "")
         raise ConfigError(
             f"optim.init_from '{spec}': its model differs from this config's ({shown}); "
             "set [model] to its config.json values"
         )
+    if differences:
+        origin += " as a warm start (" + "; ".join(differences) + ")"
     return {k: v.float() for k, v in weights.items()}, origin
 
 

@@ -85,7 +85,8 @@ class OptimConfig:
     ``cpu_minutes``: pause (resumably) once the run has spent that much CPU time in training
     steps (counted across resumes), for comparisons at equal compute.
     ``init_from``: a model (bundled name, folder, file or Hub id) or a training run/checkpoint
-    whose weights start a fresh run (fine-tuning); its architecture must match ``[model]``."""
+    whose weights start a fresh run (fine-tuning); its architecture must match ``[model]``
+    (``parameterisation`` and ``stft`` may differ: a warm start)."""
 
     lr: float = 2e-4
     warmup_steps: int = 0
