@@ -7,7 +7,8 @@ Reads each run's ``metrics.jsonl`` (written by ``diffsep train``): ``kind == "va
 carry ``train_cpu_s`` (CPU seconds this process spent in training steps, validation excluded)
 and the validation scores (``si_sdri_T``: the network's one-call estimate at t = T;
 ``si_sdri``: the sampler's, when it ran). Writes a PNG (needs matplotlib) and a Markdown table
-of the curves at fixed CPU budgets (the last validation at or before each budget).
+of the curves at fixed CPU budgets (the last validation at or before each budget; "–"
+before the first one and where the run stopped short of the budget).
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ def read_curve(run: Path, metric: str) -> list[tuple[float, int, float]]:
 
 
 def value_at(points: list[tuple[float, int, float]], minutes: float) -> float | None:
-    """The last value measured at or before ``minutes`` of training CPU time."""
+    """The last value measured at or before ``minutes`` of training CPU time; None before the
+    first validation, and past the run's end (more than its longest gap between validations
+    after the last one: the run never trained that long)."""
     before = [value for cpu, _, value in points if cpu <= minutes + 1e-9]
-    return before[-1] if before else None
+    times = [0.0] + [cpu for cpu, _, _ in points]
+    longest_gap = max(b - a for a, b in zip(times, times[1:])) if points else 0.0
+    if not before or minutes > times[-1] + longest_gap + 1e-9:
+        return None
+    return before[-1]
 
 
 def markdown_table(curves: dict[str, list[tuple[float, int, float]]], budgets: list[float],

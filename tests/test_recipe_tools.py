@@ -29,11 +29,13 @@ def test_curves_table_reads_the_last_value_within_each_budget(tmp_path: Path) ->
     a = _run_with_metrics(tmp_path / "a", [(60, 10, -3.0), (180, 30, -1.0), (600, 90, 2.0)])
     b = _run_with_metrics(tmp_path / "b", [(120, 40, 0.5)])
     table = tmp_path / "curves.md"
-    plot_curves.main([str(a), f"short={b}", "--budgets", "1,2,5", "--table", str(table)])
+    plot_curves.main([str(a), f"short={b}", "--budgets", "1,2,4,5,16,18", "--table", str(table)])
     rows = table.read_text().splitlines()
-    assert rows[0] == "| run | 1 CPU-min | 2 CPU-min | 5 CPU-min | best | steps |"
-    assert rows[2] == "| a | -3.00 | -3.00 | -1.00 | +2.00 | 90 |"
-    assert rows[3] == "| short | – | +0.50 | +0.50 | +0.50 | 40 |"
+    assert rows[0] == ("| run | 1 CPU-min | 2 CPU-min | 4 CPU-min | 5 CPU-min | 16 CPU-min "
+                       "| 18 CPU-min | best | steps |")
+    assert rows[2] == "| a | -3.00 | -3.00 | -1.00 | -1.00 | +2.00 | – | +2.00 | 90 |"
+    # b stopped after 2 CPU-minutes: later budgets are not its value
+    assert rows[3] == "| short | – | +0.50 | +0.50 | – | – | – | +0.50 | 40 |"
     with pytest.raises(SystemExit, match="no metrics.jsonl"):
         plot_curves.read_curve(tmp_path / "missing", "si_sdri_T")
 
