@@ -5,7 +5,7 @@
 #   python recipes/plot_curves.py RUNS/cmp-A RUNS/cmp-B ... --out curves.png --table curves.md
 #
 # CORPUS is a corpus built by make_corpus.py (speech/ and sep-8k/valid-real/), RUNS a folder
-# for the runs, NAME one of the set-ups below. Every run starts from scratch with the same
+# for the runs, NAME one of the set-ups below. Every run but G starts from scratch with the same
 # seed, data and validation items, on one thread in float32, and pauses after CPU_MINUTES
 # (default 12) of training CPU time; validation (every 25 steps) is the network's one-call
 # estimate at t = T on 16 real-voice validation mixtures (2 s centre crops), which costs
@@ -19,8 +19,10 @@
 #   E  D with a higher learning rate, 1e-3 (D plateaued near +0.5 dB after 20 CPU-minutes)
 #   F  D with a skip connection (model.parameterisation = "data_skip"): near t = 0 the network
 #      refines x_t instead of rebuilding it (D's estimates there were worse than x_t itself)
+#   G  B with the skip, warm-started from the bundled separation model (a score network with
+#      the recipe's STFT): its features carry over, the output is re-learned
 set -euo pipefail
-if [ $# -lt 3 ]; then sed -n 2,20p "$0" >&2; exit 2; fi
+if [ $# -lt 3 ]; then sed -n 2,24p "$0" >&2; exit 2; fi
 corpus=$1; runs=$2; name=$3; minutes=${4:-12}
 here=$(cd "$(dirname "$0")" && pwd)
 common=(--set "optim.cpu_minutes=$minutes" --set optim.threads=1 --set optim.precision=fp32
@@ -44,6 +46,7 @@ case $name in
   F) extra=("${data[@]}" --set model.stft.n_fft=254 --set model.stft.hop_length=128
             --set model.backbone.image_size=128 --set model.stft.frame_multiple=32
             --set model.parameterisation=data_skip) ;;
-  *) echo "compare_setups.sh: unknown set-up '$name' (A to F)" >&2; exit 2 ;;
+  G) extra=("${data[@]}" --set model.parameterisation=data_skip --init-from diffsep-sep-8k) ;;
+  *) echo "compare_setups.sh: unknown set-up '$name' (A to G)" >&2; exit 2 ;;
 esac
 exec diffsep train "$here/train-sep-8k.toml" "${common[@]}" "${extra[@]}"
