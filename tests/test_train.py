@@ -447,7 +447,7 @@ def test_dataset_folder_names_from_the_config(tmp_path: Path) -> None:
 
 def test_recipes_load() -> None:
     recipes = Path(__file__).resolve().parents[1] / "recipes"
-    for name in ("train-sep-8k.toml", "train-enh-16k.toml"):
+    for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-enh-16k.toml"):
         config = load_train_config(recipes / name)
         from diffsep.nn.score_model import ScoreModel
 
@@ -455,6 +455,13 @@ def test_recipes_load() -> None:
         assert params * 2 < 40e6  # fp16 export under 40 MB
     sep = load_train_config(recipes / "train-sep-8k.toml")
     enh = load_train_config(recipes / "train-enh-16k.toml")
+    # stage 2 of the separation model warm-starts from stage 1's run: same network
+    from diffsep.train.checkpoints import architecture_differences
+
+    skip = load_train_config(recipes / "train-sep-8k-skip.toml")
+    assert (recipes / skip.optim.init_from).resolve() == Path(sep.output.dir).resolve()
+    assert all(line.startswith("model.parameterisation:")
+               for line in architecture_differences(skip.model, sep.model))
     assert (sep.model.task, sep.model.sample_rate, sep.model.sde.kind) == (
         "separation",
         8000,
