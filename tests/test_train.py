@@ -789,6 +789,26 @@ def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> No
     assert "model.parameterisation: 'data_skip' here, 'score' there)" in log
 
 
+def test_training_card_says_objective_parameterisation_and_starting_weights(tmp_path: Path) -> None:
+    from diffsep.train.export import training_card
+
+    plain = _tiny_config(tmp_path, "plain")
+    card = training_card(plain, 12, None)
+    assert "for 12 steps" in card and "score matching" in card
+    assert "parameterised as `score`" in card and "started from" not in card
+    tuned = dataclasses.replace(
+        plain,
+        model=dataclasses.replace(TINY_MODEL, parameterisation="data_skip"),
+        optim=dataclasses.replace(plain.optim, objective="sisdr",
+                                  init_from=str(tmp_path / "runs" / "stage-1")),
+    )
+    card = training_card(tuned, 12, None)
+    assert "PIT SI-SDR on the source estimates" in card and "`data_skip`" in card
+    assert "started from the weights of `stage-1`" in card and str(tmp_path) not in card
+    hub = dataclasses.replace(tuned, optim=dataclasses.replace(tuned.optim, init_from="me/model"))
+    assert "started from the weights of `me/model`" in training_card(hub, 12, None)
+
+
 def latest_checkpoint_name(run: Path) -> str:
     from diffsep.train.checkpoints import latest_checkpoint
 

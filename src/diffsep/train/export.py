@@ -19,6 +19,12 @@ from diffsep.train.config import TrainConfig
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+_OBJECTIVES = {
+    "score_matching": "score matching",
+    "sisdr": "PIT SI-SDR on the source estimates",
+}
+
+
 def training_card(
     config: TrainConfig,
     step: int,
@@ -33,10 +39,17 @@ def training_card(
     trained = (
         f"Trained with `diffsep train` (diffsep {__version__}) for {step} steps "
         f"(batch {optim.batch_size} x {optim.segment_seconds:g} s, Adam lr {optim.lr:g}, "
-        f"EMA {optim.ema_decay:g}, p_T {optim.p_T:g}); the weights are the EMA. "
+        f"EMA {optim.ema_decay:g}, p_T {optim.p_T:g}, {_OBJECTIVES[optim.objective]}); "
+        f"the weights are the EMA. "
         f"Network: {params / 1e6:.2f} M parameters (nf={backbone.nf}, "
-        f"ch_mult={list(backbone.ch_mult)}, {backbone.num_res_blocks} res block(s) per level)."
+        f"ch_mult={list(backbone.ch_mult)}, {backbone.num_res_blocks} res block(s) per level), "
+        f"output parameterised as `{config.model.parameterisation}`."
     )
+    if optim.init_from:
+        # a local path is shown by its last part only (a card is published; a Hub id stays)
+        origin = Path(optim.init_from).name if Path(optim.init_from).is_absolute() else (
+            optim.init_from)
+        trained += f" The run started from the weights of `{origin}` (`optim.init_from`)."
     source = f"Data: {data.kind} from `{Path(data.train).name}`"
     if data.kind == "dynamic" and data.train_split:
         source += f" (split `{data.train_split}`)"
