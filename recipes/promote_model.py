@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=32)
     parser.add_argument("--work", type=Path, help="where scores go (default: a temp folder)")
     parser.add_argument("--apply", action="store_true", help="replace the bundled model if better")
-    parser.add_argument("extra", nargs="*", help="after --: options for separate/enhance")
-    args = parser.parse_args(argv)
+    parser.epilog = "Options after -- go to separate/enhance (e.g. -- --threads 1)."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.extra = argv[cut + 1:]
     for folder in (args.candidate, args.bundled):
         missing = [name for name in FILES if not (folder / name).is_file()]
         if missing:

@@ -69,6 +69,28 @@ def test_promotion_refuses_a_folder_without_model_files(tmp_path: Path, capsys) 
     assert code == 2 and "missing config.json" in capsys.readouterr().err
 
 
+def test_promotion_passes_the_options_after_the_double_dash(tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    folders = []
+    for name in ("cand", "bundled"):
+        folders.append(tmp_path / name)
+        folders[-1].mkdir()
+        for file in promote_model.FILES:
+            (folders[-1] / file).write_text(file)
+    calls = []
+
+    def fake_score(command, model, split, count, out, extra):
+        calls.append((model.name, count, extra))
+        return {"si_sdri": 1.0 if model.name == "cand" else 0.5}
+
+    monkeypatch.setattr(promote_model, "score", fake_score)
+    code = promote_model.main(["separate", *map(str, folders), str(tmp_path), "--count", "3",
+                               "--work", str(tmp_path / "w"), "--", "--threads", "1"])
+    assert code == 0 and "candidate is better" in capsys.readouterr().out
+    assert calls == [("cand", 3, ["--threads", "1"]), ("bundled", 3, ["--threads", "1"])]
+    assert (folders[1] / "config.json").read_text() == "config.json"  # no --apply: unchanged
+
+
 def test_compare_setups_names_the_set_ups() -> None:
     result = subprocess.run(["bash", str(RECIPES / "compare_setups.sh"), "/c", "/r", "Z"],
                             capture_output=True, text=True)
