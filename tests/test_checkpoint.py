@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import pickle
@@ -19,6 +20,7 @@ from diffsep.checkpoint import (
     MissingEMAWarning,
     convert_authors_checkpoint,
     load_model_files,
+    model_card,
     model_files,
     read_authors_checkpoint,
     save_model_file,
@@ -554,6 +556,13 @@ def test_default_card_is_a_hub_model_card(tmp_path, sep_model):
     assert "library_name: diffsep" in front and "license: mit" in front
     assert "speech-separation" in front
     assert "8000 Hz" in body
+    assert f"- sampler: pc, {config.sampler.steps} steps = {2 * config.sampler.steps} network " \
+        "calls per window, snr 0.5, 1 corrector step(s)" in body
+    few = dataclasses.replace(config, parameterisation="data_skip", sampler=dataclasses.replace(
+        config.sampler, method="ddim", steps=3, tau=0.5))
+    body = model_card(few)
+    assert "- sampler: ddim from tau 0.5, 3 steps = 4 network calls per window, t_eps" in body
+    assert "snr" not in body and "output `data_skip`" in body
 
 
 def test_float16_weights_load_as_float32(tmp_path, sep_model):

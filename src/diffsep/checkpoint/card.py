@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from diffsep.config import (
     ModelConfig,
+    SamplerConfig,
     model_segment_seconds,
 )
 
@@ -49,12 +50,9 @@ def model_card(
             f"- SDE: {config.sde.kind} (gamma {config.sde.gamma:g}, "
             f"sigma {config.sde.sigma_min:g}..{config.sde.sigma_max:g})"
         ),
-        (
-            f"- sampler: {config.sampler.steps} steps, snr {config.sampler.snr:g}, "
-            f"{config.sampler.corrector_steps} corrector step(s), t_eps {config.sampler.t_eps:g}"
-        ),
+        f"- sampler: {_sampler_line(config.sampler)}",
         f"- window: {model_segment_seconds(config):g} s (the default --segment)",
-        f"- network: NCSN++ with nf={config.backbone.nf}",
+        f"- network: NCSN++ with nf={config.backbone.nf}, output `{config.parameterisation}`",
         "",
     ]
     if source:
@@ -76,3 +74,16 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _sampler_line(sampler: SamplerConfig) -> str:
+    """The default sampler in words, with its network calls per window."""
+    from diffsep.sampling import network_calls
+
+    start = "" if sampler.tau is None else f" from tau {sampler.tau:g}"
+    calls = network_calls(sampler)
+    line = (f"{sampler.method}{start}, {sampler.steps} step{'s' * (sampler.steps != 1)} = "
+            f"{calls} network call{'s' * (calls != 1)} per window")
+    if sampler.method == "pc":
+        line += f", snr {sampler.snr:g}, {sampler.corrector_steps} corrector step(s)"
+    return line + f", t_eps {sampler.t_eps:g}"
