@@ -64,12 +64,12 @@ def test_header_names_the_sampler_and_its_network_calls(mixture, tmp_path, small
                     small_model_dirs["sep"], "--sampler", "ddim", "--steps", 4, "--t-eps", 0.2,
                     "--json")
     assert result.exit_code == 0, result.output
-    assert "ddim sampler, 4 steps = 4 network calls per window, fp32" in result.stderr
+    assert "sampler ddim, 4 steps = 4 network calls per window, fp32" in result.stderr
     assert json.loads(result.stdout)["sampler"]["t_eps"] == 0.2  # --t-eps reaches the run
     one = invoke("separate", mixture, "-o", tmp_path / "one", "--model", small_model_dirs["sep"],
                  "--sampler", "ddim", "--steps", 1)
     assert one.exit_code == 0, one.output
-    assert "ddim sampler, 1 step = 1 network call per window, fp32" in one.stderr
+    assert "sampler ddim, 1 step = 1 network call per window, fp32" in one.stderr
 
 
 class Recording:

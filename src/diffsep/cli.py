@@ -354,11 +354,6 @@ def _check_task(model: DiffSepModel, task: Task) -> None:
         )
 
 
-def _count(number: int, noun: str) -> str:
-    """``1 step``, ``3 steps``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 class _ProgressReporter:
     """Messages and Rich progress on stderr: one bar over windows, one over the current batch's
     network calls."""
@@ -401,15 +396,12 @@ class _ProgressReporter:
 
     def run_started(self, files: int) -> None:
         if not self.quiet:
-            from diffsep.sampling import network_calls
+            from diffsep.sampling import describe_sampler
 
-            model, settings, sampler = self.model, self.settings, self.settings.sampler
-            start = "" if sampler.tau is None else f" from tau {sampler.tau:g}"
-            calls = network_calls(sampler)
+            model, settings = self.model, self.settings
             self.console.print(
                 f"{model.config.task} of {files} file(s) with {model.source} "
-                f"({model.sample_rate} Hz, {sampler.method} sampler{start}, "
-                f"{_count(sampler.steps, 'step')} = {_count(calls, 'network call')} per window, "
+                f"({model.sample_rate} Hz, sampler {describe_sampler(settings.sampler)}, "
                 f"{settings.precision}"
                 f"{' compiled' if settings.compile else ''}, device {model.device}, "
                 f"seed {settings.seed})", soft_wrap=True, markup=False,

@@ -313,6 +313,19 @@ def network_calls(settings: SamplerConfig) -> int:
     return start + per_step * (steps - 1) + int(settings.denoise)
 
 
+def describe_sampler(settings: SamplerConfig) -> str:
+    """The sampler in words, e.g. ``"ddim from tau 0.5, 3 steps = 4 network calls per window"``."""
+    start = "" if settings.tau is None else f" from tau {settings.tau:g}"
+    calls = network_calls(settings)
+    return (f"{settings.method}{start}, {_count(settings.steps, 'step')} = "
+            f"{_count(calls, 'network call')} per window")
+
+
+def _count(number: int, noun: str) -> str:
+    """``"1 step"``, ``"3 steps"``."""
+    return f"{number} {noun}{'s' * (number != 1)}"
+
+
 def solver_options(solver: Sampler, settings: SamplerConfig) -> dict[str, object]:
     """The keyword options of ``solver`` beyond the shared ones, taken from ``settings``."""
     shared = {"noise_fn", "on_step", "denoise"}

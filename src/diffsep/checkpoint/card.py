@@ -77,13 +77,10 @@ def model_card(
 
 
 def _sampler_line(sampler: SamplerConfig) -> str:
-    """The default sampler in words, with its network calls per window."""
-    from diffsep.sampling import network_calls
+    """The default sampler in words, with its network calls per window and its settings."""
+    from diffsep.sampling import describe_sampler
 
-    start = "" if sampler.tau is None else f" from tau {sampler.tau:g}"
-    calls = network_calls(sampler)
-    line = (f"{sampler.method}{start}, {sampler.steps} step{'s' * (sampler.steps != 1)} = "
-            f"{calls} network call{'s' * (calls != 1)} per window")
+    line = describe_sampler(sampler)
     if sampler.method == "pc":
         line += f", snr {sampler.snr:g}, {sampler.corrector_steps} corrector step(s)"
     return line + f", t_eps {sampler.t_eps:g}"
