@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,8 @@ def test_compare_setups_names_the_set_ups() -> None:
     usage = subprocess.run(["bash", str(RECIPES / "compare_setups.sh")],
                            capture_output=True, text=True)
     assert usage.returncode == 2 and "CPU_MINUTES" in usage.stderr
+    assert "set -e" not in usage.stderr
+    env = {k: v for k, v in os.environ.items() if k != "G_INIT"}
+    g = subprocess.run(["bash", str(RECIPES / "compare_setups.sh"), "/c", "/r", "G"],
+                       capture_output=True, text=True, env=env)
+    assert g.returncode == 2 and "needs G_INIT" in g.stderr
