@@ -327,6 +327,26 @@ def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
     )
 
 
+def test_learning_rate_warms_up_then_follows_the_drops(tmp_path: Path) -> None:
+    from diffsep.train.loop import learning_rate
+
+    optim = OptimConfig(lr=3e-4, warmup_steps=4, lr_drops=((10, 1e-4), (20, 3e-5)))
+    rates = [learning_rate(optim, step) for step in (0, 3, 9, 10, 19, 20, 500)]
+    assert rates == pytest.approx([0.75e-4, 3e-4, 3e-4, 1e-4, 1e-4, 3e-5, 3e-5])
+    assert learning_rate(OptimConfig(lr=2e-4), 10**6) == 2e-4
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(RUN_TOML)
+    config = load_train_config(cfg, ["optim.lr_drops=[[1952, 1e-4]]"])
+    assert config.optim.lr_drops == ((1952, 1e-4),)
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    with pytest.raises(ConfigError, match="increasing"):
+        load_train_config(cfg, ["optim.lr_drops=[[20, 1e-4], [10, 1e-5]]"])
+    with pytest.raises(ConfigError, match="positive"):
+        load_train_config(cfg, ["optim.lr_drops=[[20, 0.0]]"])
+    with pytest.raises(ConfigError, match="expected 2 values"):
+        load_train_config(cfg, ["optim.lr_drops=[[20]]"])
+
+
 def test_yaml_config_reads_like_toml(tmp_path: Path) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text(RUN_TOML.replace("batch_size = 2\n", "batch_size = 2\nema_decay = 0.999\n"))

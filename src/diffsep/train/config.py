@@ -84,12 +84,15 @@ class OptimConfig:
     ``compile``: ``torch.compile`` the backbone. ``threads``: CPU threads (0: PyTorch's default).
     ``cpu_minutes``: pause (resumably) once the run has spent that much CPU time in training
     steps (counted across resumes), for comparisons at equal compute.
+    ``lr_drops``: ``[[step, lr], ...]``, from each ``step`` on the learning rate is ``lr``
+    (steps increasing; before the first, ``lr`` with its warm-up).
     ``init_from``: a model (bundled name, folder, file or Hub id) or a training run/checkpoint
     whose weights start a fresh run (fine-tuning); its architecture must match ``[model]``
     (``parameterisation`` and ``stft`` may differ: a warm start)."""
 
     lr: float = 2e-4
     warmup_steps: int = 0
+    lr_drops: tuple[tuple[int, float], ...] = ()
     batch_size: int = 4
     segment_seconds: float = 2.0
     grad_clip: float = 5.0
@@ -236,6 +239,10 @@ def validate(config: TrainConfig) -> None:
     checks = [
         (o.lr > 0, "optim.lr must be positive"),
         (o.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (all(lr > 0 for _, lr in o.lr_drops), "optim.lr_drops: learning rates must be positive"),
+        (all(a[0] < b[0] for a, b in zip(o.lr_drops, o.lr_drops[1:]))
+         and all(step >= 0 for step, _ in o.lr_drops),
+         "optim.lr_drops: steps must be >= 0 and increasing"),
         (o.batch_size >= 1, "optim.batch_size must be at least 1"),
         (o.segment_seconds > 0, "optim.segment_seconds must be positive"),
         (o.grad_clip > 0 or o.grad_clip == 0, "optim.grad_clip must be >= 0 (0: off)"),

@@ -53,7 +53,7 @@ from diffsep.train.checkpoints import (
     step_name,
     weights_fingerprint,
 )
-from diffsep.train.config import TrainConfig
+from diffsep.train.config import OptimConfig, TrainConfig
 from diffsep.train.distributed import Dist, any_rank, setup_distributed
 from diffsep.train.ema import WeightEMA
 from diffsep.train.export import export_model
@@ -574,8 +574,7 @@ def train_step(
             sde, score, mix, sources, draw, permutation_invariant=permutation_invariant
         ).mean()
 
-    warmup = config.optim.warmup_steps
-    lr = config.optim.lr * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+    lr = learning_rate(config.optim, step)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -597,3 +596,13 @@ def train_step(
         dist.all_reduce(loss_value, op=dist.ReduceOp.SUM)
         loss_value = loss_value / ctx.world
     return float(loss_value), grad_norm, lr
+
+
+def learning_rate(optim: OptimConfig, step: int) -> float:
+    """Learning rate of (0-based) ``step``: ``optim.lr`` after a linear warm-up over
+    ``optim.warmup_steps``, then the rate of the last ``optim.lr_drops`` entry reached."""
+    lr = optim.lr * (min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else 1.0)
+    for start, dropped in optim.lr_drops:
+        if step >= start:
+            lr = dropped
+    return lr
