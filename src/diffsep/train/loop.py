@@ -387,7 +387,7 @@ class _Run:
                 )
                 return
             self.log.metrics({"kind": "valid", "step": self.position.step,
-                              "train_cpu_s": round(self.position.train_cpu_s, 1), **self.last_validation})
+                              "train_cpu_s": round(self.position.train_cpu_s, 3), **self.last_validation})
             shown = ", ".join(f"{k} {v:.2f} dB" for k, v in self.last_validation.items())
             self.log.message(f"validation at step {self.position.step}: {shown} "
                              f"({time.monotonic() - started:.0f} s)")
@@ -486,7 +486,7 @@ class _Run:
         step, total = self.position.step, self.config.optim.steps
         self.log.metrics({"kind": "train", "step": step, "loss": mean_loss,
                           "grad_norm": grad_norm, "lr": lr, "s_per_step": mean_time,
-                          "train_cpu_s": round(self.position.train_cpu_s, 1)})
+                          "train_cpu_s": round(self.position.train_cpu_s, 3)})
         self.log.message(f"step {step}/{total} loss {mean_loss:.4f} grad {grad_norm:.3f} "
                          f"lr {lr:.2e} {mean_time:.2f} s/step")
 
