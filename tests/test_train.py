@@ -827,6 +827,15 @@ def test_training_card_says_objective_parameterisation_and_starting_weights(tmp_
     assert "started from the weights of `stage-1`" in card and str(tmp_path) not in card
     hub = dataclasses.replace(tuned, optim=dataclasses.replace(tuned.optim, init_from="me/model"))
     assert "started from the weights of `me/model`" in training_card(hub, 12, None)
+    assert "Adam lr 0.001," in card
+    enh = dataclasses.replace(
+        tuned,
+        model=dataclasses.replace(tuned.model, task="enhancement"),
+        optim=dataclasses.replace(tuned.optim, lr=3e-4, lr_drops=((1500, 1e-4),)),
+    )
+    card = training_card(enh, 12, None)
+    assert "SI-SDR of the speech estimate" in card and "PIT" not in card
+    assert "Adam lr 0.0003, 0.0001 after step 1500," in card
 
 
 def latest_checkpoint_name(run: Path) -> str:

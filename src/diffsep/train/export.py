@@ -14,15 +14,24 @@ from diffsep.errors import ConfigError
 from diffsep.model import build_model
 from diffsep.nn.score_model import ScoreModel
 from diffsep.train.checkpoints import METRICS_NAME, read_checkpoint, resolve_checkpoint
-from diffsep.train.config import TrainConfig
+from diffsep.train.config import OptimConfig, TrainConfig
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-_OBJECTIVES = {
-    "score_matching": "score matching",
-    "sisdr": "PIT SI-SDR on the source estimates",
-}
+def _objective_text(config: TrainConfig) -> str:
+    """The training loss in words (enhancement scores the speech estimate, without PIT)."""
+    if config.optim.objective == "score_matching":
+        return "score matching"
+    if config.model.task == "enhancement":
+        return "SI-SDR of the speech estimate"
+    return "PIT SI-SDR on the source estimates"
+
+
+def _lr_text(optim: OptimConfig) -> str:
+    """``'Adam lr 0.0003, 0.0001 after step 1500'``: the schedule after the warm-up."""
+    drops = "".join(f", {lr:g} after step {step}" for step, lr in optim.lr_drops)
+    return f"Adam lr {optim.lr:g}{drops}"
 
 
 def training_card(
@@ -38,8 +47,8 @@ def training_card(
     data, optim, backbone = config.data, config.optim, config.model.backbone
     trained = (
         f"Trained with `diffsep train` (diffsep {__version__}) for {step} steps "
-        f"(batch {optim.batch_size} x {optim.segment_seconds:g} s, Adam lr {optim.lr:g}, "
-        f"EMA {optim.ema_decay:g}, p_T {optim.p_T:g}, {_OBJECTIVES[optim.objective]}); "
+        f"(batch {optim.batch_size} x {optim.segment_seconds:g} s, {_lr_text(optim)}, "
+        f"EMA {optim.ema_decay:g}, p_T {optim.p_T:g}, {_objective_text(config)}); "
         f"the weights are the EMA. "
         f"Network: {params / 1e6:.2f} M parameters (nf={backbone.nf}, "
         f"ch_mult={list(backbone.ch_mult)}, {backbone.num_res_blocks} res block(s) per level), "
