@@ -467,7 +467,8 @@ def test_dataset_folder_names_from_the_config(tmp_path: Path) -> None:
 
 def test_recipes_load() -> None:
     recipes = Path(__file__).resolve().parents[1] / "recipes"
-    for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-enh-16k.toml"):
+    for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-enh-16k.toml",
+                 "train-enh-16k-data.toml"):
         config = load_train_config(recipes / name)
         from diffsep.nn.score_model import ScoreModel
 
@@ -482,6 +483,13 @@ def test_recipes_load() -> None:
     assert (recipes / skip.optim.init_from).resolve() == Path(sep.output.dir).resolve()
     assert all(line.startswith("model.parameterisation:")
                for line in architecture_differences(skip.model, sep.model))
+    # and so does stage 2 of the enhancement model
+    enh_data = load_train_config(recipes / "train-enh-16k-data.toml")
+    assert (recipes / enh_data.optim.init_from).resolve() == Path(enh.output.dir).resolve()
+    differences = architecture_differences(enh_data.model, enh.model)
+    assert differences and all(line.startswith("model.parameterisation:")
+                               for line in differences)
+    assert enh_data.optim.lr_drops == ((1500, 1e-4),)
     assert (sep.model.task, sep.model.sample_rate, sep.model.sde.kind) == (
         "separation",
         8000,
