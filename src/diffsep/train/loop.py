@@ -387,7 +387,7 @@ class _Run:
                 )
                 return
             self.log.metrics({"kind": "valid", "step": self.position.step,
-                              "train_cpu_s": round(self.position.train_cpu_s, 3), **self.last_validation})
+                              **self.cpu_record(), **self.last_validation})
             shown = ", ".join(f"{k} {v:.2f} dB" for k, v in self.last_validation.items())
             self.log.message(f"validation at step {self.position.step}: {shown} "
                              f"({time.monotonic() - started:.0f} s)")
@@ -481,12 +481,16 @@ class _Run:
                     break  # new epoch: new loader
         return "finished"
 
+    def cpu_record(self) -> dict[str, float]:
+        """``{"train_cpu_s": ...}``: CPU seconds of training steps so far, to the millisecond."""
+        return {"train_cpu_s": round(self.position.train_cpu_s, 3)}
+
     def log_progress(self, progress: _Progress, grad_norm: float, lr: float) -> None:
         mean_loss, mean_time = progress.take()
         step, total = self.position.step, self.config.optim.steps
         self.log.metrics({"kind": "train", "step": step, "loss": mean_loss,
                           "grad_norm": grad_norm, "lr": lr, "s_per_step": mean_time,
-                          "train_cpu_s": round(self.position.train_cpu_s, 3)})
+                          **self.cpu_record()})
         self.log.message(f"step {step}/{total} loss {mean_loss:.4f} grad {grad_norm:.3f} "
                          f"lr {lr:.2e} {mean_time:.2f} s/step")
 
