@@ -313,6 +313,11 @@ def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
         load_train_config(cfg, ["optim.p_T=2"])
     with pytest.raises(ConfigError, match="not one of"):
         load_train_config(cfg, ["optim.precision=fp8"])
+    assert load_train_config(cfg, ["data.recorded_share=0.8"]).data.recorded_share == 0.8
+    with pytest.raises(ConfigError, match="recorded_share must be in"):
+        load_train_config(cfg, ["data.recorded_share=1.2"])
+    with pytest.raises(ConfigError, match="recorded_share applies to dynamic"):
+        load_train_config(cfg, ["data.recorded_share=0.5", "data.kind=noisy_folder"])
     with pytest.raises(ConfigError, match="key.sub=value"):
         parse_override("novalue")
     with pytest.raises(ConfigError, match="cannot read"):

@@ -20,6 +20,7 @@ from diffsep.train.data import (
     collate_padded,
     read_mono,
     read_window,
+    speaker_draw_weights,
 )
 
 
@@ -359,6 +360,73 @@ def test_dynamic_mixing_from_a_manifest_with_splits(tmp_path):
     assert sep[1][1].shape == (3, 4000)
     with pytest.raises(AudioError, match="1 speaker"):
         DynamicMixingDataset(manifest, sample_rate=8000, split="test", num_sources=2)
+
+
+def test_speaker_draw_weights_give_the_recorded_share() -> None:
+    recorded = [True, False, False, True, False]
+    weights = speaker_draw_weights(recorded, 0.8)
+    np.testing.assert_allclose(weights, [0.4, 0.2 / 3, 0.2 / 3, 0.4, 0.2 / 3])
+    np.testing.assert_allclose(speaker_draw_weights(recorded, 0.0), [0, 1 / 3, 1 / 3, 0, 1 / 3])
+    np.testing.assert_allclose(speaker_draw_weights(recorded, 1.0), [0.5, 0, 0, 0.5, 0])
+    # with only one kind of speaker, the share cannot apply: uniform over what there is
+    np.testing.assert_allclose(speaker_draw_weights([False, False], 0.8), [0.5, 0.5])
+    np.testing.assert_allclose(speaker_draw_weights([True, True, True], 0.2), [1 / 3] * 3)
+
+
+def write_recorded_manifest(tmp_path: Path, recorded: set[str], column: bool = True) -> Path:
+    """A manifest over make_speech_folder's speakers; ``recorded`` says which are recorded."""
+    make_speech_folder(tmp_path / "corpus" / "speech")
+    fields = ["path", "kind", "split", "speaker"] + (["recorded"] if column else [])
+    manifest = tmp_path / "corpus" / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for spk in SPEAKER_FREQS:
+            for f in sorted((tmp_path / "corpus" / "speech" / spk).glob("*.wav")):
+                row = {"path": f"speech/{spk}/{f.name}", "kind": "speech", "split": "train",
+                       "speaker": spk}
+                if column:
+                    row["recorded"] = "yes" if spk in recorded else "no"
+                writer.writerow(row)
+    return manifest
+
+
+def test_recorded_share_draws_the_recorded_speakers_that_often(tmp_path):
+    manifest = write_recorded_manifest(tmp_path, {"spk_a", "spk_c"})
+    kwargs = {"sample_rate": 8000, "segment_seconds": 0.25, "split": "train", "seed": 4}
+    recorded_freqs = (SPEAKER_FREQS["spk_a"], SPEAKER_FREQS["spk_c"])
+
+    def recorded_fraction(ds: DynamicMixingDataset) -> float:
+        found = [peak_frequency(s, 8000) for i in range(len(ds)) for s in ds[i][1]]
+        return float(np.mean([min(abs(f - g) for g in recorded_freqs) < 5 for f in found]))
+
+    only = DynamicMixingDataset(manifest, recorded_share=1.0, epoch_length=6, **kwargs)
+    assert recorded_fraction(only) == 1.0  # both speakers of every mixture are recorded ones
+    none = DynamicMixingDataset(manifest, recorded_share=0.0, epoch_length=6, **kwargs)
+    assert recorded_fraction(none) == 0.0
+    mostly = DynamicMixingDataset(manifest, recorded_share=0.9, epoch_length=60, **kwargs)
+    uniform = DynamicMixingDataset(manifest, epoch_length=60, **kwargs)
+    assert recorded_fraction(mostly) > 0.65 and 0.3 < recorded_fraction(uniform) < 0.7
+    enh_noise = tmp_path / "noise"
+    make_noise_folder(enh_noise / "train")
+    enh = DynamicMixingDataset(manifest, enh_noise, task="enhancement", recorded_share=1.0,
+                               epoch_length=6, **kwargs)
+    speech_freqs = [peak_frequency(enh[i][1][0], 8000) for i in range(len(enh))]
+    assert all(min(abs(f - g) for g in recorded_freqs) < 5 for f in speech_freqs)
+
+
+def test_recorded_share_needs_a_manifest_that_says_who_is_recorded(tmp_path):
+    with pytest.raises(ConfigError, match="not a folder"):
+        make_speech_folder(tmp_path / "speech")
+        DynamicMixingDataset(tmp_path / "speech", sample_rate=8000, recorded_share=0.5)
+    bare = write_recorded_manifest(tmp_path / "bare", set(), column=False)
+    with pytest.raises(ConfigError, match="'recorded' column"):
+        DynamicMixingDataset(bare, sample_rate=8000, split="train", recorded_share=0.5)
+    one = write_recorded_manifest(tmp_path / "one", {"spk_b"})
+    with pytest.raises(AudioError, match="fewer than 2 speakers"):
+        DynamicMixingDataset(one, sample_rate=8000, split="train", recorded_share=1.0)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        DynamicMixingDataset(one, sample_rate=8000, split="train", recorded_share=1.5)
 
 
 def test_dynamic_mixing_reads_split_subfolders(tmp_path):

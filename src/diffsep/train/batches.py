@@ -48,6 +48,7 @@ def build_train_dataset(config: TrainConfig) -> Dataset:
             epoch_length=data.epoch_length,
             seed=data.seed,
             split=data.train_split or None,
+            recorded_share=data.recorded_share,
         )
     if data.kind == "mixture_folder":
         return MixtureFolderDataset(

@@ -51,7 +51,10 @@ class DataConfig:
     ``source_dirs = ["s1", "s2", "noise"]`` and three sources). ``'noisy_folder'``: a
     VoiceBank-DEMAND-style root (``noisy/``, ``clean/``; or ``noisy_dir``, ``clean_dir``).
     ``valid`` is always a fixed set in the folder layout of the task (those same folder names);
-    empty disables the separation part of validation.
+    empty disables the separation part of validation. ``recorded_share`` (dynamic mixing from
+    a manifest CSV with a ``recorded`` column, as ``recipes/make_corpus.py`` writes): the
+    probability that a speaker drawn is a recorded voice rather than TTS; unset, speakers are
+    drawn uniformly.
     """
 
     kind: DataKind = "dynamic"
@@ -63,6 +66,7 @@ class DataConfig:
     snr_range: tuple[float, float] = (-5.0, 20.0)  # dB, enhancement
     gain_range: tuple[float, float] = (-2.5, 2.5)  # dB, separation
     level_range: tuple[float, float] = (-35.0, -15.0)  # dBFS RMS of the mixture
+    recorded_share: float | None = None  # dynamic, manifest: share of recorded-voice draws
     num_workers: int = 0
     seed: int = 0
     mix_dir: str = "mix"  # mixture folders: the mixtures' folder
@@ -263,6 +267,10 @@ def validate(config: TrainConfig) -> None:
         (v.corrector_steps >= 0, "valid.corrector_steps must be >= 0"),
         (d.epoch_length >= 1, "data.epoch_length must be at least 1"),
         (d.num_workers >= 0, "data.num_workers must be >= 0"),
+        (d.recorded_share is None or 0.0 <= d.recorded_share <= 1.0,
+         "data.recorded_share must be in [0, 1]"),
+        (d.recorded_share is None or d.kind == "dynamic",
+         "data.recorded_share applies to dynamic mixing (data.kind = 'dynamic') only"),
         (out.log_every >= 1, "output.log_every must be at least 1"),
         (out.checkpoint_minutes >= 0, "output.checkpoint_minutes must be >= 0 (0: off)"),
         (out.checkpoint_every >= 0, "output.checkpoint_every must be >= 0 (0: off)"),

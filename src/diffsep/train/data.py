@@ -429,6 +429,34 @@ def _speech_index(source: Path, split: str | None) -> dict[str, list[Path]]:
     return speakers
 
 
+def _recorded_speakers(source: Path, split: str | None) -> set[str]:
+    """Speakers whose manifest rows say ``recorded == "yes"`` (a recorded human voice)."""
+    if not (source.is_file() and source.suffix.lower() == ".csv"):
+        raise ConfigError(
+            f"{source}: recorded_share needs a manifest CSV with a 'recorded' column, "
+            "not a folder"
+        )
+    rows = _read_manifest(source, "speech", split)
+    if rows and "recorded" not in rows[0]:
+        raise ConfigError(f"{source}: recorded_share needs a 'recorded' column in the manifest")
+    return {row["speaker"] for row in rows if row["recorded"].strip().lower() == "yes"}
+
+
+def speaker_draw_weights(recorded: Sequence[bool], share: float) -> np.ndarray:
+    """(S,) probabilities of drawing each speaker: ``share`` spread evenly over the recorded
+    speakers and ``1 - share`` over the others (all of it on one kind when the other is
+    missing or the share is 0 or 1)."""
+    flags = np.asarray(recorded, dtype=bool)
+    n_recorded, n_other = int(flags.sum()), int((~flags).sum())
+    if n_other == 0 or (share >= 1.0 and n_recorded):
+        weights = flags.astype(np.float64)
+    elif n_recorded == 0 or share <= 0.0:
+        weights = (~flags).astype(np.float64)
+    else:
+        weights = np.where(flags, share / n_recorded, (1.0 - share) / n_other)
+    return weights / weights.sum()
+
+
 def _noise_index(source: Path, split: str | None) -> list[Path]:
     if source.is_file() and source.suffix.lower() == ".csv":
         return sorted(source.parent / r["path"] for r in _read_manifest(source, "noise", split))
@@ -454,6 +482,11 @@ class DynamicMixingDataset(Dataset):
     ``[speech, noise]``. The mixture is the sum of the sources, scaled with them to a level
     drawn from `level_range` (dBFS, RMS) and kept below full scale.
 
+    `recorded_share` (with a manifest that has a ``recorded`` column, as recipes/make_corpus.py
+    writes): the probability that a speaker drawn is a recorded human voice rather than a TTS
+    one; None draws speakers uniformly. (Speakers of one mixture stay distinct, so the share of
+    each slot is only about `recorded_share`.)
+
     Items are ``(mix (1, N), sources (K, N))`` float32 at `sample_rate`, N = segment_seconds ·
     sample_rate, reproducible from (seed, epoch, index). ``len()`` is `epoch_length`.
     """
@@ -473,6 +506,7 @@ class DynamicMixingDataset(Dataset):
         epoch_length: int = 10000,
         seed: int = 0,
         split: str | None = None,
+        recorded_share: float | None = None,
     ) -> None:
         if task not in ("separation", "enhancement"):
             raise ConfigError(f"task must be 'separation' or 'enhancement', got {task!r}")
@@ -509,6 +543,17 @@ class DynamicMixingDataset(Dataset):
             raise AudioError(
                 f"{speech}: {len(self.speakers)} speaker(s) with audio found, {needed} needed"
             )
+        self.speaker_weights: np.ndarray | None = None  # (S,) draw probabilities, or uniform
+        if recorded_share is not None:
+            if not 0.0 <= recorded_share <= 1.0:
+                raise ConfigError(f"recorded_share must be in [0, 1], got {recorded_share}")
+            recorded = _recorded_speakers(Path(speech), split)
+            weights = speaker_draw_weights([s in recorded for s in self.speakers],
+                                           recorded_share)
+            if int((weights > 0).sum()) < needed:
+                raise AudioError(f"{speech}: recorded_share {recorded_share} leaves fewer than "
+                                 f"{needed} speakers to draw from")
+            self.speaker_weights = weights
         self.noises = _noise_index(Path(noise), split) if noise is not None else []
         if task == "enhancement" and not self.noises:
             raise AudioError(f"{noise}: no noise audio files found")
@@ -565,14 +610,19 @@ class DynamicMixingDataset(Dataset):
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.task == "separation":
-            chosen = rng.choice(len(self.speakers), size=self.num_sources, replace=False)
+            chosen = rng.choice(len(self.speakers), size=self.num_sources, replace=False,
+                                p=self.speaker_weights)
             sources = []
             for speaker in chosen:
                 x = self._speech_window(int(speaker), rng)
                 gain_db = rng.uniform(*self.gain_range)
                 sources.append(x / math.sqrt(power(x)) * 10 ** (gain_db / 20))
         else:
-            speech = self._speech_window(int(rng.integers(len(self.speakers))), rng)
+            if self.speaker_weights is None:
+                speaker = int(rng.integers(len(self.speakers)))
+            else:
+                speaker = int(rng.choice(len(self.speakers), p=self.speaker_weights))
+            speech = self._speech_window(speaker, rng)
             noise = self._noise_window(rng)
             snr_db = rng.uniform(*self.snr_range)
             noise = noise * math.sqrt(power(speech) / power(noise) * 10 ** (-snr_db / 10))
