@@ -448,12 +448,9 @@ def speaker_draw_weights(recorded: Sequence[bool], share: float) -> np.ndarray:
     missing or the share is 0 or 1)."""
     flags = np.asarray(recorded, dtype=bool)
     n_recorded, n_other = int(flags.sum()), int((~flags).sum())
-    if n_other == 0 or (share >= 1.0 and n_recorded):
-        weights = flags.astype(np.float64)
-    elif n_recorded == 0 or share <= 0.0:
-        weights = (~flags).astype(np.float64)
-    else:
-        weights = np.where(flags, share / n_recorded, (1.0 - share) / n_other)
+    weights = np.where(flags, share / max(n_recorded, 1), (1.0 - share) / max(n_other, 1))
+    if weights.sum() == 0:  # the whole share fell on a kind with no speakers
+        weights = np.ones(len(flags))
     return weights / weights.sum()
 
 
