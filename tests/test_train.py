@@ -472,8 +472,8 @@ def test_dataset_folder_names_from_the_config(tmp_path: Path) -> None:
 
 def test_recipes_load() -> None:
     recipes = Path(__file__).resolve().parents[1] / "recipes"
-    for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-enh-16k.toml",
-                 "train-enh-16k-data.toml"):
+    for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-sep-8k-refine.toml",
+                 "train-enh-16k.toml", "train-enh-16k-data.toml"):
         config = load_train_config(recipes / name)
         from diffsep.nn.score_model import ScoreModel
 
@@ -488,6 +488,13 @@ def test_recipes_load() -> None:
     assert (recipes / skip.optim.init_from).resolve() == Path(sep.output.dir).resolve()
     assert all(line.startswith("model.parameterisation:")
                for line in architecture_differences(skip.model, sep.model))
+    # stage 3 continues stage 2's network unchanged, from the manifest, mostly recorded voices
+    refine = load_train_config(recipes / "train-sep-8k-refine.toml")
+    assert (recipes / refine.optim.init_from).resolve() == Path(skip.output.dir).resolve()
+    assert architecture_differences(refine.model, skip.model) == []
+    assert Path(refine.data.train).name == "manifest.csv"
+    assert refine.data.recorded_share == 0.8
+    assert (refine.optim.lr, refine.optim.p_T) == (1e-4, 0.9)
     # and so does stage 2 of the enhancement model
     enh_data = load_train_config(recipes / "train-enh-16k-data.toml")
     assert (recipes / enh_data.optim.init_from).resolve() == Path(enh.output.dir).resolve()
