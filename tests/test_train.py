@@ -318,6 +318,12 @@ def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
         load_train_config(cfg, ["data.recorded_share=1.2"])
     with pytest.raises(ConfigError, match="recorded_share applies to dynamic"):
         load_train_config(cfg, ["data.recorded_share=0.5", "data.kind=noisy_folder"])
+    noise_share = load_train_config(cfg, ["data.noise_recorded_share=0.8"])
+    assert noise_share.data.noise_recorded_share == 0.8
+    with pytest.raises(ConfigError, match="noise_recorded_share must be in"):
+        load_train_config(cfg, ["data.noise_recorded_share=2"])
+    with pytest.raises(ConfigError, match="noise_recorded_share applies to dynamic"):
+        load_train_config(cfg, ["data.noise_recorded_share=0.5", "data.kind=noisy_folder"])
     with pytest.raises(ConfigError, match="key.sub=value"):
         parse_override("novalue")
     with pytest.raises(ConfigError, match="cannot read"):

@@ -20,7 +20,7 @@ from diffsep.train.data import (
     collate_padded,
     read_mono,
     read_window,
-    speaker_draw_weights,
+    share_draw_weights,
 )
 
 
@@ -362,15 +362,15 @@ def test_dynamic_mixing_from_a_manifest_with_splits(tmp_path):
         DynamicMixingDataset(manifest, sample_rate=8000, split="test", num_sources=2)
 
 
-def test_speaker_draw_weights_give_the_recorded_share() -> None:
+def test_share_draw_weights_give_the_recorded_share() -> None:
     recorded = [True, False, False, True, False]
-    weights = speaker_draw_weights(recorded, 0.8)
+    weights = share_draw_weights(recorded, 0.8)
     np.testing.assert_allclose(weights, [0.4, 0.2 / 3, 0.2 / 3, 0.4, 0.2 / 3])
-    np.testing.assert_allclose(speaker_draw_weights(recorded, 0.0), [0, 1 / 3, 1 / 3, 0, 1 / 3])
-    np.testing.assert_allclose(speaker_draw_weights(recorded, 1.0), [0.5, 0, 0, 0.5, 0])
+    np.testing.assert_allclose(share_draw_weights(recorded, 0.0), [0, 1 / 3, 1 / 3, 0, 1 / 3])
+    np.testing.assert_allclose(share_draw_weights(recorded, 1.0), [0.5, 0, 0, 0.5, 0])
     # with only one kind of speaker, the share cannot apply: uniform over what there is
-    np.testing.assert_allclose(speaker_draw_weights([False, False], 0.8), [0.5, 0.5])
-    np.testing.assert_allclose(speaker_draw_weights([True, True, True], 0.2), [1 / 3] * 3)
+    np.testing.assert_allclose(share_draw_weights([False, False], 0.8), [0.5, 0.5])
+    np.testing.assert_allclose(share_draw_weights([True, True, True], 0.2), [1 / 3] * 3)
 
 
 def write_recorded_manifest(tmp_path: Path, recorded: set[str], column: bool = True) -> Path:
@@ -413,6 +413,59 @@ def test_recorded_share_draws_the_recorded_speakers_that_often(tmp_path):
                                epoch_length=6, **kwargs)
     speech_freqs = [peak_frequency(enh[i][1][0], 8000) for i in range(len(enh))]
     assert all(min(abs(f - g) for g in recorded_freqs) < 5 for f in speech_freqs)
+
+
+NOISE_FREQS = {"recorded": 1500.0, "synthetic": 3100.0}
+
+
+def add_noise_rows(manifest: Path, rate: int = 8000) -> None:
+    """Two noise tones in ``manifest``'s folder: one marked recorded, one not."""
+    t = np.arange(int(1.0 * rate)) / rate
+    with manifest.open("a", newline="") as fh:
+        writer = csv.writer(fh)
+        for name, freq in NOISE_FREQS.items():
+            write(manifest.parent / "noise" / f"{name}.wav", 0.1 * np.sin(2 * np.pi * freq * t),
+                  rate)
+            writer.writerow([f"noise/{name}.wav", "noise", "train", "",
+                             "yes" if name == "recorded" else "no"])
+
+
+def test_noise_recorded_share_draws_the_recorded_noise_that_often(tmp_path):
+    manifest = write_recorded_manifest(tmp_path, {"spk_a"})
+    add_noise_rows(manifest)
+    kwargs = {"task": "enhancement", "sample_rate": 8000, "segment_seconds": 0.25,
+              "split": "train", "seed": 3}
+
+    def recorded_fraction(ds: DynamicMixingDataset) -> float:
+        found = [peak_frequency(ds[i][1][1], 8000) for i in range(len(ds))]
+        assert all(min(abs(f - g) for g in NOISE_FREQS.values()) < 5 for f in found)
+        return float(np.mean([abs(f - NOISE_FREQS["recorded"]) < 5 for f in found]))
+
+    only = DynamicMixingDataset(manifest, manifest, noise_recorded_share=1.0, epoch_length=8,
+                                **kwargs)
+    assert recorded_fraction(only) == 1.0
+    none = DynamicMixingDataset(manifest, manifest, noise_recorded_share=0.0, epoch_length=8,
+                                **kwargs)
+    assert recorded_fraction(none) == 0.0
+    mostly = DynamicMixingDataset(manifest, manifest, noise_recorded_share=0.9, epoch_length=60,
+                                  **kwargs)
+    uniform = DynamicMixingDataset(manifest, manifest, epoch_length=60, **kwargs)
+    assert recorded_fraction(mostly) > 0.75 and 0.3 < recorded_fraction(uniform) < 0.7
+
+
+def test_noise_recorded_share_needs_enhancement_and_a_manifest(tmp_path):
+    manifest = write_recorded_manifest(tmp_path, {"spk_a"})
+    add_noise_rows(manifest)
+    kwargs = {"sample_rate": 8000, "split": "train"}
+    with pytest.raises(ConfigError, match="enhancement"):
+        DynamicMixingDataset(manifest, noise_recorded_share=0.5, **kwargs)
+    with pytest.raises(ConfigError, match=r"noise_recorded_share must be in \[0, 1\]"):
+        DynamicMixingDataset(manifest, manifest, task="enhancement", noise_recorded_share=-0.1,
+                             **kwargs)
+    make_noise_folder(tmp_path / "noise_folder" / "train")
+    with pytest.raises(ConfigError, match="noise_recorded_share needs a manifest CSV"):
+        DynamicMixingDataset(manifest, tmp_path / "noise_folder", task="enhancement",
+                             noise_recorded_share=0.5, **kwargs)
 
 
 def test_recorded_share_needs_a_manifest_that_says_who_is_recorded(tmp_path):

@@ -49,6 +49,7 @@ def build_train_dataset(config: TrainConfig) -> Dataset:
             seed=data.seed,
             split=data.train_split or None,
             recorded_share=data.recorded_share,
+            noise_recorded_share=data.noise_recorded_share,
         )
     if data.kind == "mixture_folder":
         return MixtureFolderDataset(

@@ -54,7 +54,8 @@ class DataConfig:
     empty disables the separation part of validation. ``recorded_share`` (dynamic mixing from
     a manifest CSV with a ``recorded`` column, as ``recipes/make_corpus.py`` writes): the
     probability that a speaker drawn is a recorded voice rather than TTS; unset, speakers are
-    drawn uniformly.
+    drawn uniformly. ``noise_recorded_share`` (enhancement, a noise manifest with that column):
+    the same for the noise files, recorded noise against synthetic noise and babble.
     """
 
     kind: DataKind = "dynamic"
@@ -67,6 +68,7 @@ class DataConfig:
     gain_range: tuple[float, float] = (-2.5, 2.5)  # dB, separation
     level_range: tuple[float, float] = (-35.0, -15.0)  # dBFS RMS of the mixture
     recorded_share: float | None = None  # dynamic, manifest: share of recorded-voice draws
+    noise_recorded_share: float | None = None  # dynamic, manifest: share of recorded-noise draws
     num_workers: int = 0
     seed: int = 0
     mix_dir: str = "mix"  # mixture folders: the mixtures' folder
@@ -271,6 +273,10 @@ def validate(config: TrainConfig) -> None:
          "data.recorded_share must be in [0, 1]"),
         (d.recorded_share is None or d.kind == "dynamic",
          "data.recorded_share applies to dynamic mixing (data.kind = 'dynamic') only"),
+        (d.noise_recorded_share is None or 0.0 <= d.noise_recorded_share <= 1.0,
+         "data.noise_recorded_share must be in [0, 1]"),
+        (d.noise_recorded_share is None or d.kind == "dynamic",
+         "data.noise_recorded_share applies to dynamic mixing (data.kind = 'dynamic') only"),
         (out.log_every >= 1, "output.log_every must be at least 1"),
         (out.checkpoint_minutes >= 0, "output.checkpoint_minutes must be >= 0 (0: off)"),
         (out.checkpoint_every >= 0, "output.checkpoint_every must be >= 0 (0: off)"),

@@ -429,23 +429,23 @@ def _speech_index(source: Path, split: str | None) -> dict[str, list[Path]]:
     return speakers
 
 
-def _recorded_speakers(source: Path, split: str | None) -> set[str]:
-    """Speakers whose manifest rows say ``recorded == "yes"`` (a recorded human voice)."""
+def _recorded_rows(source: Path, split: str | None, kind: str, option: str) -> list[dict[str, str]]:
+    """Manifest rows of ``kind`` whose ``recorded`` column is ``"yes"`` (a recording, not TTS
+    or synthesis); ``option`` names the setting that asked, for the error messages."""
     if not (source.is_file() and source.suffix.lower() == ".csv"):
         raise ConfigError(
-            f"{source}: recorded_share needs a manifest CSV with a 'recorded' column, "
-            "not a folder"
+            f"{source}: {option} needs a manifest CSV with a 'recorded' column, not a folder"
         )
-    rows = _read_manifest(source, "speech", split)
+    rows = _read_manifest(source, kind, split)
     if rows and "recorded" not in rows[0]:
-        raise ConfigError(f"{source}: recorded_share needs a 'recorded' column in the manifest")
-    return {row["speaker"] for row in rows if row["recorded"].strip().lower() == "yes"}
+        raise ConfigError(f"{source}: {option} needs a 'recorded' column in the manifest")
+    return [row for row in rows if row["recorded"].strip().lower() == "yes"]
 
 
-def speaker_draw_weights(recorded: Sequence[bool], share: float) -> np.ndarray:
-    """(S,) probabilities of drawing each speaker: ``share`` spread evenly over the recorded
-    speakers and ``1 - share`` over the others (all of it on one kind when the other is
-    missing or the share is 0 or 1)."""
+def share_draw_weights(recorded: Sequence[bool], share: float) -> np.ndarray:
+    """(S,) probabilities of drawing each of S speakers (or noise files): ``share`` spread
+    evenly over the recorded ones and ``1 - share`` over the others (uniform over what there
+    is when one kind is missing)."""
     flags = np.asarray(recorded, dtype=bool)
     n_recorded, n_other = int(flags.sum()), int((~flags).sum())
     weights = np.where(flags, share / max(n_recorded, 1), (1.0 - share) / max(n_other, 1))
@@ -482,7 +482,9 @@ class DynamicMixingDataset(Dataset):
     `recorded_share` (with a manifest that has a ``recorded`` column, as recipes/make_corpus.py
     writes): the probability that a speaker drawn is a recorded human voice rather than a TTS
     one; None draws speakers uniformly. (Speakers of one mixture stay distinct, so the share of
-    each slot is only about `recorded_share`.)
+    each slot is only about `recorded_share`.) `noise_recorded_share` does the same for the
+    noise files of enhancement (a noise manifest whose ``recorded`` column marks recordings, as
+    opposed to synthetic noise and babble); None draws noise files uniformly.
 
     Items are ``(mix (1, N), sources (K, N))`` float32 at `sample_rate`, N = segment_seconds ·
     sample_rate, reproducible from (seed, epoch, index). ``len()`` is `epoch_length`.
@@ -504,6 +506,7 @@ class DynamicMixingDataset(Dataset):
         seed: int = 0,
         split: str | None = None,
         recorded_share: float | None = None,
+        noise_recorded_share: float | None = None,
     ) -> None:
         if task not in ("separation", "enhancement"):
             raise ConfigError(f"task must be 'separation' or 'enhancement', got {task!r}")
@@ -544,9 +547,9 @@ class DynamicMixingDataset(Dataset):
         if recorded_share is not None:
             if not 0.0 <= recorded_share <= 1.0:
                 raise ConfigError(f"recorded_share must be in [0, 1], got {recorded_share}")
-            recorded = _recorded_speakers(Path(speech), split)
-            weights = speaker_draw_weights([s in recorded for s in self.speakers],
-                                           recorded_share)
+            recorded = {row["speaker"] for row in
+                        _recorded_rows(Path(speech), split, "speech", "recorded_share")}
+            weights = share_draw_weights([s in recorded for s in self.speakers], recorded_share)
             if int((weights > 0).sum()) < needed:
                 raise AudioError(f"{speech}: recorded_share {recorded_share} leaves fewer than "
                                  f"{needed} speakers to draw from")
@@ -554,6 +557,18 @@ class DynamicMixingDataset(Dataset):
         self.noises = _noise_index(Path(noise), split) if noise is not None else []
         if task == "enhancement" and not self.noises:
             raise AudioError(f"{noise}: no noise audio files found")
+        self.noise_weights: np.ndarray | None = None  # (F,) draw probabilities, or uniform
+        if noise_recorded_share is not None:
+            if noise is None:
+                raise ConfigError("noise_recorded_share applies to enhancement (noise) only")
+            if not 0.0 <= noise_recorded_share <= 1.0:
+                raise ConfigError(
+                    f"noise_recorded_share must be in [0, 1], got {noise_recorded_share}"
+                )
+            recorded_noise = {Path(noise).parent / row["path"] for row in _recorded_rows(
+                Path(noise), split, "noise", "noise_recorded_share")}
+            self.noise_weights = share_draw_weights(
+                [path in recorded_noise for path in self.noises], noise_recorded_share)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random draws of this epoch."""
@@ -568,14 +583,19 @@ class DynamicMixingDataset(Dataset):
         fit: Callable[[np.ndarray, int, np.random.Generator], np.ndarray],
         rng: np.random.Generator,
         what: str,
+        weights: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(segment,) float64 with non-zero power from a random file of ``files``, shaped by
-        ``fit(x, segment, rng)`` when short. Silent draws are retried (8 tries); a file that
-        can no longer be read (moved, deleted, corrupted) is skipped from then on with one
-        warning, so a long run survives changes to its corpus."""
+        """(segment,) float64 with non-zero power from a random file of ``files`` (drawn with
+        the probabilities ``weights``, or uniformly), shaped by ``fit(x, segment, rng)`` when
+        short. Silent draws are retried (8 tries); a file that can no longer be read (moved,
+        deleted, corrupted) is skipped from then on with one warning, so a long run survives
+        changes to its corpus."""
         last_error: AudioError | None = None
         for _ in range(8):
-            path = files[int(rng.integers(len(files)))]
+            if weights is None:
+                path = files[int(rng.integers(len(files)))]
+            else:
+                path = files[int(rng.choice(len(files), p=weights))]
             if path in self._unreadable:
                 continue
             try:
@@ -600,7 +620,7 @@ class DynamicMixingDataset(Dataset):
 
     def _noise_window(self, rng: np.random.Generator) -> np.ndarray:
         """(segment,) float64 noise (short files looped)."""
-        return self._draw_window(self.noises, tile_to, rng, "noise")
+        return self._draw_window(self.noises, tile_to, rng, "noise", self.noise_weights)
 
     def __getitem__(self, index: int) -> Item:
         if not 0 <= index < self.epoch_length:
