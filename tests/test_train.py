@@ -17,6 +17,7 @@ import torch
 
 from diffsep.config import BackboneConfig, ModelConfig, SamplerConfig, SDEConfig, STFTConfig
 from diffsep.errors import CheckpointError, ConfigError, OutputError
+from diffsep.nn.score_model import ScoreModel
 from diffsep.sde import DiffusionMixingSDE
 from diffsep.train.config import (
     DataConfig,
@@ -811,14 +812,34 @@ def test_init_from_starts_a_fresh_run_from_the_ema_weights(tmp_path: Path) -> No
     _, fresh_state = read_checkpoint(latest_checkpoint(fresh_cfg.output.dir))
     assert any(not torch.allclose(v, base_state["ema"][k], atol=1e-6)
                for k, v in fresh_state["model"].items())
-    wider = dataclasses.replace(
+    other_width = dataclasses.replace(
         tuned_cfg,
+        model=dataclasses.replace(TINY_MODEL, backbone=dataclasses.replace(
+            TINY_MODEL.backbone, nf=12)),
+        output=dataclasses.replace(tuned_cfg.output, dir=str(tmp_path / "other-width")),
+    )
+    with pytest.raises(ConfigError, match=r"model.backbone.nf: 12 here, 4 there"):
+        _losses(other_width)
+    # twice the width: the weights are widened and the network computes the same function
+    wider = dataclasses.replace(
+        other_width,
         model=dataclasses.replace(TINY_MODEL, backbone=dataclasses.replace(
             TINY_MODEL.backbone, nf=8)),
         output=dataclasses.replace(tuned_cfg.output, dir=str(tmp_path / "wider")),
     )
-    with pytest.raises(ConfigError, match=r"model.backbone.nf: 8 here, 4 there"):
-        _losses(wider)
+    _losses(wider)
+    _, wider_state = read_checkpoint(latest_checkpoint(wider.output.dir))
+    narrow_net, wide_net = ScoreModel(TINY_MODEL).eval(), ScoreModel(wider.model).eval()
+    narrow_net.load_state_dict(base_state["ema"])
+    wide_net.load_state_dict(wider_state["model"])
+    assert sum(p.numel() for p in wide_net.parameters()) > 3 * sum(
+        p.numel() for p in narrow_net.parameters())
+    x, t = 0.1 * torch.randn(2, 2, 1600), torch.tensor([1.0, 0.3])
+    with torch.no_grad():
+        expected = narrow_net(x, t, x.sum(1, keepdim=True), output="sources")
+        got = wide_net(x, t, x.sum(1, keepdim=True), output="sources")
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert "widened to twice its channels" in (tmp_path / "wider" / "train.log").read_text()
     # another parameterisation or STFT: every tensor fits, so a warm start, said in the log
     warm = dataclasses.replace(
         tuned_cfg,

@@ -48,6 +48,7 @@ class BackboneConfig:
     fourier_scale: float = 16.0
     image_size: int = 256
     dropout: float = 0.0
+    max_groups: int = 32  # GroupNorm groups: min(channels // 4, max_groups); 32 in NCSN++
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,15 @@ from diffsep.nn.resampling import FIRDownsample, FIRUpsample
 SQRT2 = math.sqrt(2.0)
 
 
-def num_groups(channels: int) -> int:
-    """GroupNorm group count used throughout NCSN++: ``min(channels // 4, 32)``."""
-    return min(channels // 4, 32)
+def num_groups(channels: int, max_groups: int = 32) -> int:
+    """GroupNorm group count used throughout NCSN++: ``min(channels // 4, max_groups)``."""
+    return min(channels // 4, max_groups)
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with NCSN++ grouping and eps 1e-6."""
-    return nn.GroupNorm(num_groups=num_groups(channels), num_channels=channels, eps=1e-6)
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with NCSN++ grouping (at most ``max_groups`` groups) and eps 1e-6."""
+    return nn.GroupNorm(num_groups=num_groups(channels, max_groups), num_channels=channels,
+                        eps=1e-6)
 
 
 def ddpm_init_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -117,9 +118,9 @@ class AttnBlock(nn.Module):
     ``(B, C, H, W)`` -> ``(B, C, H, W)``.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, max_groups: int = 32) -> None:
         super().__init__()
-        self.GroupNorm_0 = group_norm(channels)
+        self.GroupNorm_0 = group_norm(channels, max_groups)
         self.NIN_0 = NIN(channels, channels)
         self.NIN_1 = NIN(channels, channels)
         self.NIN_2 = NIN(channels, channels)
@@ -157,12 +158,13 @@ class ResnetBlockBigGAN(nn.Module):
         down: bool = False,
         fir_kernel: Sequence[float] = (1, 3, 3, 1),
         dropout: float = 0.0,
+        max_groups: int = 32,
     ) -> None:
         super().__init__()
         if up and down:
             raise ValueError("ResnetBlockBigGAN: up and down are exclusive")
         out_ch = out_ch or in_ch
-        self.GroupNorm_0 = group_norm(in_ch)
+        self.GroupNorm_0 = group_norm(in_ch, max_groups)
         self.resample: nn.Module | None = None
         if up:
             self.resample = FIRUpsample(fir_kernel)
@@ -170,7 +172,7 @@ class ResnetBlockBigGAN(nn.Module):
             self.resample = FIRDownsample(fir_kernel)
         self.Conv_0 = conv3x3(in_ch, out_ch)
         self.Dense_0 = linear(temb_dim, out_ch)
-        self.GroupNorm_1 = group_norm(out_ch)
+        self.GroupNorm_1 = group_norm(out_ch, max_groups)
         self.Dropout_0 = nn.Dropout(dropout)
         self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=0.0)
         self.Conv_2 = conv1x1(in_ch, out_ch) if (in_ch != out_ch or up or down) else None

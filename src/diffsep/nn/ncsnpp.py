@@ -90,6 +90,7 @@ class NCSNpp(nn.Module):
                 temb_dim,
                 fir_kernel=config.fir_kernel,
                 dropout=config.dropout,
+                max_groups=config.max_groups,
                 **kw,
             )
 
@@ -109,7 +110,7 @@ class NCSNpp(nn.Module):
                 plan.blocks.append(add(resblock(ch, out_ch)))
                 ch = out_ch
                 has_attn = resolutions[level] in attn_at
-                plan.attention.append(add(AttnBlock(ch)) if has_attn else None)
+                plan.attention.append(add(AttnBlock(ch, config.max_groups)) if has_attn else None)
                 skip_channels.append(ch)
             if level != num_levels - 1:
                 plan.downsample = add(resblock(ch, down=True))
@@ -118,7 +119,7 @@ class NCSNpp(nn.Module):
             self._down.append(plan)
 
         # bottleneck
-        self._mid = (add(resblock(ch)), add(AttnBlock(ch)), add(resblock(ch)))
+        self._mid = (add(resblock(ch)), add(AttnBlock(ch, config.max_groups)), add(resblock(ch)))
 
         # decoder with the output pyramid
         self._up: list[_UpLevel] = []
@@ -129,8 +130,8 @@ class NCSNpp(nn.Module):
                 up_plan.blocks.append(add(resblock(ch + skip_channels.pop(), out_ch)))
                 ch = out_ch
             if resolutions[level] in attn_at:
-                up_plan.attention = add(AttnBlock(ch))
-            up_plan.pyramid_norm = add(group_norm(ch))
+                up_plan.attention = add(AttnBlock(ch, config.max_groups))
+            up_plan.pyramid_norm = add(group_norm(ch, config.max_groups))
             up_plan.pyramid_conv = add(conv3x3(ch, channels_in, init_scale=0.0))
             if level != 0:
                 up_plan.upsample = add(resblock(ch, up=True))
@@ -205,10 +206,13 @@ def _check_config(config: BackboneConfig) -> None:
         raise ConfigError(f"backbone.nf must be a positive multiple of 4, got {config.nf}")
     if not config.ch_mult or any(c < 1 for c in config.ch_mult):
         raise ConfigError(f"backbone.ch_mult must be positive integers, got {config.ch_mult}")
+    if config.max_groups < 1:
+        raise ConfigError(f"backbone.max_groups must be >= 1, got {config.max_groups}")
     for ch in {config.nf * mult for mult in config.ch_mult}:
-        if ch % num_groups(ch):
+        groups = num_groups(ch, config.max_groups)
+        if ch % groups:
             raise ConfigError(
-                f"backbone: {ch} channels cannot be split into {num_groups(ch)} GroupNorm groups"
+                f"backbone: {ch} channels cannot be split into {groups} GroupNorm groups"
             )
     if config.num_res_blocks < 1:
         raise ConfigError(f"backbone.num_res_blocks must be >= 1, got {config.num_res_blocks}")

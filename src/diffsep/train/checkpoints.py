@@ -198,6 +198,8 @@ def architecture_differences(ours: ModelConfig, theirs: ModelConfig) -> list[str
 # the backbone's features carry over while training re-learns what its output means (another
 # parameterisation) or sees (another STFT).
 _WARM_START_KEYS = ("model.parameterisation:", "model.stft.")
+# ... and with backbone.nf doubled, widened by diffsep.nn.widen (Net2WiderNet)
+_WIDEN_KEYS = ("model.backbone.nf:", "model.backbone.max_groups:")
 
 
 def initial_weights(spec: str, config: TrainConfig) -> tuple[dict[str, torch.Tensor], str]:
@@ -207,7 +209,8 @@ def initial_weights(spec: str, config: TrainConfig) -> tuple[dict[str, torch.Ten
     ``spec``: a training checkpoint or run folder (its EMA weights), or anything ``--model``
     accepts (bundled name, model folder or file, the authors' checkpoint, Hub repo id).
     ConfigError when its architecture differs from ``config.model`` in more than
-    ``_WARM_START_KEYS``.
+    ``_WARM_START_KEYS``, or, when ``config.model`` has twice its ``backbone.nf``, more than
+    those and ``_WIDEN_KEYS``: then its weights are widened to the same function.
     """
     from diffsep.checkpoint import load_model_files
     from diffsep.hub import resolve_model
@@ -222,16 +225,27 @@ def initial_weights(spec: str, config: TrainConfig) -> tuple[dict[str, torch.Ten
         model_config, weights = load_model_files(path)
         origin = str(path)
     differences = architecture_differences(config.model, model_config)
-    refused = [line for line in differences if not line.startswith(_WARM_START_KEYS)]
+    widen = config.model.backbone.nf == 2 * model_config.backbone.nf
+    allowed = _WARM_START_KEYS + (_WIDEN_KEYS if widen else ())
+    refused = [line for line in differences if not line.startswith(allowed)]
     if refused:
         shown = "; ".join(refused[:4]) + ("; ..." if len(refused) > 4 else "")
         raise ConfigError(
             f"optim.init_from '{spec}': its model differs from this config's ({shown}); "
-            "set [model] to its config.json values"
+            "set [model] to its config.json values (or twice its backbone.nf to widen it)"
         )
+    weights = {k: v.float() for k, v in weights.items()}
+    if widen:
+        from diffsep.nn.score_model import ScoreModel
+        from diffsep.nn.widen import widen_state_dict
+
+        weights = widen_state_dict(weights, ScoreModel(config.model),
+                                   narrow_max_groups=model_config.backbone.max_groups,
+                                   seed=config.optim.seed)
+        origin += ", widened to twice its channels (the same function)"
     if differences:
         origin += " as a warm start (" + "; ".join(differences) + ")"
-    return {k: v.float() for k, v in weights.items()}, origin
+    return weights, origin
 
 
 def weights_fingerprint(network: nn.Module) -> str:
