@@ -23,8 +23,10 @@
 #      the recipe's STFT): its features carry over, the output is re-learned. That model was
 #      the bundled one until G replaced it; set G_INIT to a copy taken from git:
 #        mkdir stage1 && git archive e43edc4 models/sep-8k | tar -x -C stage1; G_INIT=stage1/models/sep-8k
+#   H  F with a wider network: nf 32 instead of 16 (about 4 x the parameters and the work per
+#      step); asks whether width, not steps, is what the bundled models lack
 set -euo pipefail
-if [ $# -lt 3 ]; then sed -n 2,25p "$0" >&2; exit 2; fi
+if [ $# -lt 3 ]; then sed -n 2,27p "$0" >&2; exit 2; fi
 corpus=$1; runs=$2; name=$3; minutes=${4:-12}
 here=$(cd "$(dirname "$0")" && pwd)
 common=(--set "optim.cpu_minutes=$minutes" --set optim.threads=1 --set optim.precision=fp32
@@ -48,11 +50,14 @@ case $name in
   F) extra=("${data[@]}" --set model.stft.n_fft=254 --set model.stft.hop_length=128
             --set model.backbone.image_size=128 --set model.stft.frame_multiple=32
             --set model.parameterisation=data_skip) ;;
+  H) extra=("${data[@]}" --set model.stft.n_fft=254 --set model.stft.hop_length=128
+            --set model.backbone.image_size=128 --set model.stft.frame_multiple=32
+            --set model.parameterisation=data_skip --set model.backbone.nf=32) ;;
   G) if [ -z "${G_INIT:-}" ]; then
        echo "compare_setups.sh: set-up G needs G_INIT, the stage-1 score model (see the header)" >&2
        exit 2
      fi
      extra=("${data[@]}" --set model.parameterisation=data_skip --init-from "$G_INIT") ;;
-  *) echo "compare_setups.sh: unknown set-up '$name' (A to G)" >&2; exit 2 ;;
+  *) echo "compare_setups.sh: unknown set-up '$name' (A to H)" >&2; exit 2 ;;
 esac
 exec diffsep train "$here/train-sep-8k.toml" "${common[@]}" "${extra[@]}"
