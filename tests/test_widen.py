@@ -103,3 +103,16 @@ def test_widening_refuses_groups_it_cannot_copy() -> None:
     widen_state_dict(narrow.state_dict(), wide, narrow_max_groups=8)
     with pytest.raises(ConfigError, match="lack"):
         widen_state_dict({}, wide)
+
+
+def test_max_groups_caps_the_group_norm_groups() -> None:
+    def largest_group_count(config: ModelConfig) -> int:
+        return max(m.num_groups for m in ScoreModel(config).modules()
+                   if isinstance(m, torch.nn.GroupNorm))
+
+    wide = with_backbone(NARROW, nf=16, ch_mult=(2, 8))  # up to 256 channels at the skips
+    assert largest_group_count(wide) == 32  # the NCSN++ cap
+    assert largest_group_count(with_backbone(wide, max_groups=64)) == 64  # 256 // 4
+    assert largest_group_count(with_backbone(wide, max_groups=8)) == 8
+    with pytest.raises(ConfigError, match="max_groups must be >= 1"):
+        ScoreModel(with_backbone(wide, max_groups=0))
