@@ -6,9 +6,9 @@ channels reads each copy with half the weight, and the two halves are nudged by 
 ``-e`` (their sum is unchanged) so that the copies receive different gradients and can drift
 apart in training. Channels are copied a GroupNorm group (4 channels) at a time, so every
 GroupNorm of the wider network, with twice the groups or as many groups twice as large (where
-``backbone.max_groups`` caps them), normalises by the statistics of one narrow group. The attention's query is
-scaled by 1/sqrt(2): its dot products run over twice the channels, and its softmax scale is
-1/sqrt(channels).
+``backbone.max_groups`` caps them), normalises by the statistics of one narrow group. The
+attention's query is scaled by 1/sqrt(2): its dot products run over twice the channels, and
+its softmax scale is 1/sqrt(channels).
 """
 
 from __future__ import annotations

@@ -442,6 +442,19 @@ def _recorded_rows(source: Path, split: str | None, kind: str, option: str) -> l
     return [row for row in rows if row["recorded"].strip().lower() == "yes"]
 
 
+def recorded_share_weights(
+    source: Path, split: str | None, kind: str, option: str, share: float,
+    is_recorded: Callable[[dict[str, str]], object], items: Sequence[object],
+) -> np.ndarray:
+    """(len(items),) draw probabilities giving the recorded ones of ``items`` the share
+    ``share`` (:func:`share_draw_weights`); an item is recorded when it equals
+    ``is_recorded(row)`` for a recorded manifest row of ``kind``. ConfigError names ``option``."""
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"{option} must be in [0, 1], got {share}")
+    recorded = {is_recorded(row) for row in _recorded_rows(source, split, kind, option)}
+    return share_draw_weights([item in recorded for item in items], share)
+
+
 def share_draw_weights(recorded: Sequence[bool], share: float) -> np.ndarray:
     """(S,) probabilities of drawing each of S speakers (or noise files): ``share`` spread
     evenly over the recorded ones and ``1 - share`` over the others (uniform over what there
@@ -545,11 +558,9 @@ class DynamicMixingDataset(Dataset):
             )
         self.speaker_weights: np.ndarray | None = None  # (S,) draw probabilities, or uniform
         if recorded_share is not None:
-            if not 0.0 <= recorded_share <= 1.0:
-                raise ConfigError(f"recorded_share must be in [0, 1], got {recorded_share}")
-            recorded = {row["speaker"] for row in
-                        _recorded_rows(Path(speech), split, "speech", "recorded_share")}
-            weights = share_draw_weights([s in recorded for s in self.speakers], recorded_share)
+            weights = recorded_share_weights(
+                Path(speech), split, "speech", "recorded_share", recorded_share,
+                lambda row: row["speaker"], self.speakers)
             if int((weights > 0).sum()) < needed:
                 raise AudioError(f"{speech}: recorded_share {recorded_share} leaves fewer than "
                                  f"{needed} speakers to draw from")
@@ -561,14 +572,9 @@ class DynamicMixingDataset(Dataset):
         if noise_recorded_share is not None:
             if noise is None:
                 raise ConfigError("noise_recorded_share applies to enhancement (noise) only")
-            if not 0.0 <= noise_recorded_share <= 1.0:
-                raise ConfigError(
-                    f"noise_recorded_share must be in [0, 1], got {noise_recorded_share}"
-                )
-            recorded_noise = {Path(noise).parent / row["path"] for row in _recorded_rows(
-                Path(noise), split, "noise", "noise_recorded_share")}
-            self.noise_weights = share_draw_weights(
-                [path in recorded_noise for path in self.noises], noise_recorded_share)
+            self.noise_weights = recorded_share_weights(
+                Path(noise), split, "noise", "noise_recorded_share", noise_recorded_share,
+                lambda row: Path(noise).parent / row["path"], self.noises)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random draws of this epoch."""
