@@ -1,4 +1,5 @@
-"""recipes/plot_curves.py, promote_model.py, validate_run.py and compare_setups.sh."""
+"""recipes/plot_curves.py, promote_model.py and compare_setups.sh (validate_run.py: in
+test_train.py, which has a training run to validate)."""
 
 from __future__ import annotations
 

@@ -1020,6 +1020,53 @@ def test_data_prediction_run_with_curriculum_and_one_shot_validation(tmp_path: P
 
 
 @pytest.mark.slow  # trains
+def test_whole_file_validation_scores_what_the_exported_model_separates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import diffsep
+    from diffsep.metrics import pit_si_sdr, si_sdr
+
+    config = _tiny_config(tmp_path, "whole")
+    config = dataclasses.replace(
+        config,
+        valid=dataclasses.replace(config.valid, every=1, num_mixtures=0, whole_files=2,
+                                  whole_every=2, seed=5),
+        output=dataclasses.replace(config.output, export_dtype="float32"),
+    )
+    _, result = _losses(config)
+    run = Path(config.output.dir)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [2, 4]  # whole files only, every second step
+    assert set(result.validation) == {"si_sdr_whole", "si_sdri_whole"}
+    # the exported model (step 4's EMA weights) through the public API gives the same numbers
+    model = diffsep.load_model(result.export, device="cpu")
+    assert model.config.sampler.segment_seconds == config.optim.segment_seconds
+    gains = []
+    for name in ("v0.wav", "v1.wav"):
+        mix, rate = sf.read(tmp_path / "valid" / "mix" / name, dtype="float32")
+        refs = np.stack([sf.read(tmp_path / "valid" / s / name, dtype="float32")[0]
+                         for s in ("s1", "s2")])
+        est = diffsep.separate(model, mix, rate, seed=5)
+        _, per_source = pit_si_sdr(refs, est)
+        gains.append(float((per_source - si_sdr(refs, mix[None, :])).mean()))
+    assert valid[-1]["si_sdri_whole"] == pytest.approx(np.mean(gains), abs=1e-3)
+    # recipes/validate_run.py ranks checkpoints by the same numbers
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "recipes" / "validate_run.py"
+    spec = importlib.util.spec_from_file_location("validate_run", script)
+    validate_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(validate_run)
+    validate_run.main([str(run), "--whole", "2", "--seed", "5"])
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert line["step"] == 4 and line["train_cpu_min"] is not None
+    assert line["si_sdri_whole"] == pytest.approx(valid[-1]["si_sdri_whole"], abs=1e-3)
+    with pytest.raises(ConfigError, match="whole_files"):
+        load_train_config(None, ["valid.whole_files=-1"])
+
+
+@pytest.mark.slow  # trains
 def test_cpu_budget_pauses_the_run_with_a_last_validation(tmp_path: Path) -> None:
     config = _tiny_config(tmp_path, "budget", cpu_minutes=1e-6, steps=50)
     config = dataclasses.replace(config, valid=dataclasses.replace(config.valid, every=10))

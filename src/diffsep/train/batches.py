@@ -67,20 +67,23 @@ def _mixture_folders(data: DataConfig) -> dict[str, Any]:
     return {"mix_dir": data.mix_dir, "source_dirs": list(data.source_dirs) or None}
 
 
-def build_valid_dataset(config: TrainConfig) -> Dataset | None:
-    """Fixed validation items (centre crops of ``valid.seconds``); None without ``data.valid``."""
+def build_valid_dataset(config: TrainConfig, whole: bool = False) -> Dataset | None:
+    """Fixed validation items: centre crops of ``valid.seconds``, or whole files with
+    ``whole``; None without ``data.valid`` or when no items of that kind are asked for."""
     from diffsep.train.data import MixtureFolderDataset, NoisySpeechFolderDataset
 
     data, model = config.data, config.model
-    if not data.valid or config.valid.num_mixtures == 0:
+    count = config.valid.whole_files if whole else config.valid.num_mixtures
+    if not data.valid or count == 0:
         return None
+    seconds = None if whole else config.valid.seconds
     if model.task == "enhancement":
         return NoisySpeechFolderDataset(
-            data.valid, model.sample_rate, config.valid.seconds, random_crop=False,
+            data.valid, model.sample_rate, seconds, random_crop=False,
             noisy_dir=data.noisy_dir, clean_dir=data.clean_dir,
         )
     return MixtureFolderDataset(
-        data.valid, model.num_sources, model.sample_rate, config.valid.seconds,
+        data.valid, model.num_sources, model.sample_rate, seconds,
         random_crop=False, **_mixture_folders(data),
     )
 

@@ -123,7 +123,12 @@ class OptimConfig:
 class ValidConfig:
     """Periodic validation: separate ``num_mixtures`` items of ``data.valid`` (centre crops of
     ``seconds``) with the EMA weights and the given sampler settings (``sampler = false``: only
-    the network's one-call estimate at t = T, which is always logged too); log SI-SDR(i)."""
+    the network's one-call estimate at t = T, which is always logged too); log SI-SDR(i).
+
+    ``whole_files``: also separate the first that many files of ``data.valid`` whole, the way
+    ``diffsep separate --seed 0`` runs the exported model (its windows and default sampler),
+    logged as ``si_sdr_whole``/``si_sdri_whole``; every ``whole_every`` steps (0: at every
+    validation). Short crops can rank checkpoints differently from whole files."""
 
     every: int = 5000
     sampler: bool = True
@@ -132,6 +137,8 @@ class ValidConfig:
     sampler_steps: int = 30
     corrector_steps: int = 1
     seed: int = 0
+    whole_files: int = 0
+    whole_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,8 @@ def validate(config: TrainConfig) -> None:
         (v.seconds > 0, "valid.seconds must be positive"),
         (v.sampler_steps >= 1, "valid.sampler_steps must be at least 1"),
         (v.corrector_steps >= 0, "valid.corrector_steps must be >= 0"),
+        (v.whole_files >= 0, "valid.whole_files must be >= 0 (0: off)"),
+        (v.whole_every >= 0, "valid.whole_every must be >= 0 (0: at every validation)"),
         (d.epoch_length >= 1, "data.epoch_length must be at least 1"),
         (d.num_workers >= 0, "data.num_workers must be >= 0"),
         (d.recorded_share is None or 0.0 <= d.recorded_share <= 1.0,

@@ -64,7 +64,12 @@ from diffsep.train.loss import (
     network_input,
     normalize_batch,
 )
-from diffsep.train.validation import validate, validation_items
+from diffsep.train.validation import (
+    validate,
+    validate_whole_files,
+    validation_items,
+    whole_file_items,
+)
 
 __all__ = ["StepInfo", "TrainHooks", "TrainResult", "export_model", "train", "train_step"]
 
@@ -286,6 +291,7 @@ class _Run:
         self.last_loss = math.nan
         self.last_save_time = time.monotonic()
         self.valid_items: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.whole_items: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.stop: _StopRequest | None = None
 
     # -- setting up ------------------------------------------------------------------------------
@@ -368,7 +374,7 @@ class _Run:
     def validate_and_export(self) -> None:
         if not self.ctx.is_main:
             return
-        if self.valid_items is not None:
+        if self.valid_items is not None or self.whole_items:
             started = time.monotonic()
             stop = self.stop
 
@@ -377,23 +383,35 @@ class _Run:
                     raise _ValidationCancelled
 
             try:
-                self.last_validation = validate(
-                    self.config, self.state.ema.state_dict(), *self.valid_items,
-                    self.ctx.device, on_step=cancel_on_stop,
-                )
+                scores = self.validation_scores(cancel_on_stop)
             except _ValidationCancelled:
                 self.log.message(
                     f"validation at step {self.position.step} cancelled: stop requested"
                 )
                 return
-            self.log.metrics({"kind": "valid", "step": self.position.step,
-                              **self.cpu_record(), **self.last_validation})
-            shown = ", ".join(f"{k} {v:.2f} dB" for k, v in self.last_validation.items())
-            self.log.message(f"validation at step {self.position.step}: {shown} "
-                             f"({time.monotonic() - started:.0f} s)")
+            if scores:  # empty when only whole files are validated and they are not due
+                self.last_validation = scores
+                self.log.metrics({"kind": "valid", "step": self.position.step,
+                                  **self.cpu_record(), **scores})
+                shown = ", ".join(f"{k} {v:.2f} dB" for k, v in scores.items())
+                self.log.message(f"validation at step {self.position.step}: {shown} "
+                                 f"({time.monotonic() - started:.0f} s)")
         if self.config.output.export_on_validation:
             self.checkpoint()
             self.export()
+
+    def validation_scores(self, on_step: Callable[[int, int], None]) -> dict[str, float]:
+        """The crop scores and, when due (``valid.whole_every``), the whole-file scores."""
+        weights, valid = self.state.ema.state_dict(), self.config.valid
+        scores = {}
+        if self.valid_items is not None:
+            scores = validate(self.config, weights, *self.valid_items, self.ctx.device,
+                              on_step=on_step)
+        whole_due = not valid.whole_every or self.position.step % valid.whole_every == 0
+        if self.whole_items and whole_due:
+            scores.update(validate_whole_files(self.config, weights, self.whole_items,
+                                               self.ctx.device, on_item=on_step))
+        return scores
 
     def checkpoint_due(self) -> bool:
         minutes = self.config.output.checkpoint_minutes
@@ -413,6 +431,9 @@ class _Run:
         if ctx.is_main:
             self.valid_items = validation_items(
                 build_valid_dataset(config), config.valid.num_mixtures
+            )
+            self.whole_items = whole_file_items(
+                build_valid_dataset(config, whole=True), config.valid.whole_files
             )
             (self.run_dir / CONFIG_JSON).write_text(config.to_json(), encoding="utf-8")
             params = sum(p.numel() for p in self.state.network.parameters())

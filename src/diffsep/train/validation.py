@@ -1,6 +1,7 @@
 """Validation during training: separate a few fixed validation mixtures with the EMA weights
 and score them (SI-SDR, SI-SDRi), both through the sampler and with the network's one-call
-estimate at t = T."""
+estimate at t = T on centre crops, and optionally whole files the way the exported model
+separates them."""
 
 from __future__ import annotations
 
@@ -76,24 +77,64 @@ def _one_shot_estimates(model: Any, mixes: torch.Tensor, seeds: list[int]) -> to
 def _scores(
     config: TrainConfig, mixes: torch.Tensor, refs: torch.Tensor, est: torch.Tensor, suffix: str
 ) -> dict[str, float]:
-    """Mean SI-SDR and SI-SDRi (dB) of ``est`` (B, K, W) against ``refs`` (B, K, W): best
-    permutation for separation; the speech (source 0) for enhancement."""
+    """Mean SI-SDR and SI-SDRi (dB) of ``est`` (B, K, W) against ``refs`` (B, K, W)."""
+    pairs = [_item_scores(config.model.task, mixes[b, 0].numpy(), refs[b].numpy(), est[b].numpy())
+             for b in range(mixes.shape[0])]
+    return _means(pairs, suffix)
+
+
+def _item_scores(
+    task: str, mix: np.ndarray, refs: np.ndarray, est: np.ndarray
+) -> tuple[float, float]:
+    """SI-SDR and SI-SDRi (dB) of one item: ``mix`` (N,), ``refs`` and ``est`` (K, N); best
+    permutation for separation, the speech (source 0) for enhancement."""
     from diffsep.metrics import pit_si_sdr, si_sdr
 
-    est_np, mix_np, ref_np = est.numpy(), mixes.numpy()[:, 0], refs.numpy()
-    scores, improvements = [], []
-    for b in range(mixes.shape[0]):
-        if config.model.task == "enhancement":
-            score = si_sdr(ref_np[b, 0], est_np[b, 0])
-            base = si_sdr(ref_np[b, 0], mix_np[b])
-            scores.append(float(score))
-            improvements.append(float(score - base))
-        else:
-            _, per_source = pit_si_sdr(ref_np[b], est_np[b])
-            base = si_sdr(ref_np[b], mix_np[b][None, :])
-            scores.append(float(per_source.mean()))
-            improvements.append(float((per_source - base).mean()))
+    if task == "enhancement":
+        score = float(si_sdr(refs[0], est[0]))
+        return score, score - float(si_sdr(refs[0], mix))
+    _, per_source = pit_si_sdr(refs, est)
+    base = si_sdr(refs, mix[None, :])
+    return float(per_source.mean()), float((per_source - base).mean())
+
+
+def _means(pairs: list[tuple[float, float]], suffix: str) -> dict[str, float]:
     return {
-        f"si_sdr{suffix}": float(np.mean(scores)),
-        f"si_sdri{suffix}": float(np.mean(improvements)),
+        f"si_sdr{suffix}": float(np.mean([score for score, _ in pairs])),
+        f"si_sdri{suffix}": float(np.mean([gain for _, gain in pairs])),
     }
+
+
+def whole_file_items(dataset: Dataset | None, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` items of a whole-file dataset: (1, N) mixture, (K, N) references."""
+    if dataset is None:
+        return []
+    return [dataset[i] for i in range(min(count, dataset_length(dataset)))]
+
+
+def validate_whole_files(
+    config: TrainConfig,
+    ema_weights: dict[str, torch.Tensor],
+    items: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    on_item: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
+    """Separate whole files as ``diffsep separate --seed <valid.seed>`` would with the exported
+    model (EMA weights, the model's window, or the training crop when it sets none, and its
+    default sampler); mean ``si_sdr_whole``/``si_sdri_whole`` in dB over ``items``.
+    ``on_item(done, total)`` is called after each file (it may raise to cancel)."""
+    from diffsep.separator import separate_array
+    from diffsep.settings import run_settings
+    from diffsep.train.export import with_default_window
+
+    model_config = with_default_window(config).model
+    model = build_model(model_config, ema_weights, device, source="EMA weights")
+    settings = run_settings(model, seed=config.valid.seed)
+    rate = model_config.sample_rate
+    pairs = []
+    for done, (mix, refs) in enumerate(items, start=1):
+        est = separate_array(model, mix[0], rate, settings)
+        pairs.append(_item_scores(model_config.task, mix[0].numpy(), refs.numpy(), est))
+        if on_item is not None:
+            on_item(done, len(items))
+    return _means(pairs, "_whole")
