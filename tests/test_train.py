@@ -1064,6 +1064,8 @@ def test_whole_file_validation_scores_what_the_exported_model_separates(
     assert line["si_sdri_whole"] == pytest.approx(valid[-1]["si_sdri_whole"], abs=1e-3)
     with pytest.raises(ConfigError, match="whole_files"):
         load_train_config(None, ["valid.whole_files=-1"])
+    with pytest.raises(ConfigError, match="multiple of valid.every"):
+        load_train_config(None, ["valid.every=25", "valid.whole_every=60"])
 
 
 @pytest.mark.slow  # trains

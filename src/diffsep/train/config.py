@@ -127,8 +127,8 @@ class ValidConfig:
 
     ``whole_files``: also separate the first that many files of ``data.valid`` whole, the way
     ``diffsep separate --seed 0`` runs the exported model (its windows and default sampler),
-    logged as ``si_sdr_whole``/``si_sdri_whole``; every ``whole_every`` steps (0: at every
-    validation). Short crops can rank checkpoints differently from whole files."""
+    logged as ``si_sdr_whole``/``si_sdri_whole``; every ``whole_every`` steps (a multiple of
+    ``every``; 0: at every validation). Short crops can rank checkpoints differently from whole files."""
 
     every: int = 5000
     sampler: bool = True
@@ -276,6 +276,9 @@ def validate(config: TrainConfig) -> None:
         (v.corrector_steps >= 0, "valid.corrector_steps must be >= 0"),
         (v.whole_files >= 0, "valid.whole_files must be >= 0 (0: off)"),
         (v.whole_every >= 0, "valid.whole_every must be >= 0 (0: at every validation)"),
+        (not (v.every and v.whole_every) or v.whole_every % v.every == 0,
+         "valid.whole_every must be a multiple of valid.every (whole files are scored at "
+         "validations)"),
         (d.epoch_length >= 1, "data.epoch_length must be at least 1"),
         (d.num_workers >= 0, "data.num_workers must be >= 0"),
         (d.recorded_share is None or 0.0 <= d.recorded_share <= 1.0,
