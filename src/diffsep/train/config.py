@@ -128,7 +128,8 @@ class ValidConfig:
     ``whole_files``: also separate the first that many files of ``data.valid`` whole, the way
     ``diffsep separate --seed 0`` runs the exported model (its windows and default sampler),
     logged as ``si_sdr_whole``/``si_sdri_whole``; every ``whole_every`` steps (a multiple of
-    ``every``; 0: at every validation). Short crops can rank checkpoints differently from whole files."""
+    ``every``; 0: at every validation) and at the run's last validation. Short crops can rank
+    checkpoints differently from whole files."""
 
     every: int = 5000
     sampler: bool = True

@@ -371,7 +371,9 @@ class _Run:
         )
         self.log.message(f"exported EMA model to {self.last_export}")
 
-    def validate_and_export(self) -> None:
+    def validate_and_export(self, last: bool = False) -> None:
+        """Validate (``last``: the run's final validation, whole files included) and, with
+        ``output.export_on_validation``, checkpoint and export."""
         if not self.ctx.is_main:
             return
         if self.valid_items is not None or self.whole_items:
@@ -383,7 +385,7 @@ class _Run:
                     raise _ValidationCancelled
 
             try:
-                scores = self.validation_scores(cancel_on_stop)
+                scores = self.validation_scores(cancel_on_stop, last)
             except _ValidationCancelled:
                 self.log.message(
                     f"validation at step {self.position.step} cancelled: stop requested"
@@ -400,14 +402,17 @@ class _Run:
             self.checkpoint()
             self.export()
 
-    def validation_scores(self, on_step: Callable[[int, int], None]) -> dict[str, float]:
-        """The crop scores and, when due (``valid.whole_every``), the whole-file scores."""
+    def validation_scores(
+        self, on_step: Callable[[int, int], None], last: bool = False
+    ) -> dict[str, float]:
+        """The crop scores and, when due (``valid.whole_every``, or ``last``), the whole-file
+        scores."""
         weights, valid = self.state.ema.state_dict(), self.config.valid
         scores = {}
         if self.valid_items is not None:
             scores = validate(self.config, weights, *self.valid_items, self.ctx.device,
                               on_step=on_step)
-        whole_due = not valid.whole_every or self.position.step % valid.whole_every == 0
+        whole_due = last or not valid.whole_every or self.position.step % valid.whole_every == 0
         if self.whole_items and whole_due:
             scores.update(validate_whole_files(self.config, weights, self.whole_items,
                                                self.ctx.device, on_item=on_step))
@@ -483,7 +488,7 @@ class _Run:
 
                 done = position.step >= total
                 if every and (position.step % every == 0 or done):
-                    self.validate_and_export()
+                    self.validate_and_export(last=done)
                 if self.checkpoint_due():
                     self.checkpoint()
                 assert self.stop is not None
@@ -494,7 +499,7 @@ class _Run:
                 budget = 60.0 * config.optim.cpu_minutes
                 if budget and any_rank(ctx, self.position.train_cpu_s >= budget) and not done:
                     if every and position.step % every:
-                        self.validate_and_export()  # a last point on the learning curve
+                        self.validate_and_export(last=True)  # a last point on the curve
                     return "paused"
                 if done:
                     return "finished"
