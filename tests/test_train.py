@@ -1097,6 +1097,19 @@ def test_cpu_budget_pauses_the_run_with_a_last_validation(tmp_path: Path) -> Non
         load_train_config(None, ["optim.cpu_minutes=-1"])
 
 
+@pytest.mark.slow  # trains
+def test_a_budget_pause_on_a_validation_step_still_scores_the_whole_files(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, "budget-whole", cpu_minutes=1e-6, steps=50)
+    config = dataclasses.replace(config, valid=dataclasses.replace(
+        config.valid, every=1, num_mixtures=1, whole_files=1, whole_every=10))
+    _, result = _losses(config)
+    assert result.status == "paused" and result.step == 1  # step 1: a validation, whole not due
+    records = [json.loads(line)
+               for line in (Path(config.output.dir) / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["kind"] == "valid"]
+    assert len(valid) == 1 and {"si_sdri_T", "si_sdri_whole"} <= set(valid[0])
+
+
 def test_enhancement_si_sdr_loss_scores_the_speech_only() -> None:
     g = torch.Generator().manual_seed(3)
     speech, noise = torch.randn(2, 1, 500, generator=g), torch.randn(2, 1, 500, generator=g)

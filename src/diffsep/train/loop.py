@@ -487,8 +487,10 @@ class _Run:
                     position.batch_in_epoch = 0
 
                 done = position.step >= total
-                if every and (position.step % every == 0 or done):
-                    self.validate_and_export(last=done)
+                budget = 60.0 * config.optim.cpu_minutes
+                spent = bool(budget) and any_rank(ctx, position.train_cpu_s >= budget) and not done
+                if every and (position.step % every == 0 or done or spent):
+                    self.validate_and_export(last=done or spent)  # a last point on the curve
                 if self.checkpoint_due():
                     self.checkpoint()
                 assert self.stop is not None
@@ -496,10 +498,7 @@ class _Run:
                     return "interrupted"
                 if max_new_steps is not None and new_steps >= max_new_steps and not done:
                     return "paused"
-                budget = 60.0 * config.optim.cpu_minutes
-                if budget and any_rank(ctx, self.position.train_cpu_s >= budget) and not done:
-                    if every and position.step % every:
-                        self.validate_and_export(last=True)  # a last point on the curve
+                if spent:
                     return "paused"
                 if done:
                     return "finished"
