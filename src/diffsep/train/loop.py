@@ -217,7 +217,10 @@ def train(
     created = _missing_folders(Path(config.output.dir).expanduser().absolute())
     ctx = setup_distributed(device)
     try:
-        return _Run(config, ctx, hooks).run(resume, max_new_steps)
+        result = _Run(config, ctx, hooks).run(resume, max_new_steps)
+        if ctx.active and dist.is_initialized():
+            dist.barrier()  # no rank tears the group down while another still uses it
+        return result
     except Exception:
         if ctx.is_main:  # a run that failed to start leaves no empty folders behind
             for folder in created:
