@@ -374,7 +374,7 @@ class _Run:
         )
         self.log.message(f"exported EMA model to {self.last_export}")
 
-    def validate_and_export(self, last: bool = False) -> None:
+    def validate_and_export(self, last: bool) -> None:
         """Validate (``last``: the run's final validation, whole files included) and, with
         ``output.export_on_validation``, checkpoint and export."""
         if not self.ctx.is_main:
@@ -405,9 +405,7 @@ class _Run:
             self.checkpoint()
             self.export()
 
-    def validation_scores(
-        self, on_step: Callable[[int, int], None], last: bool = False
-    ) -> dict[str, float]:
+    def validation_scores(self, on_step: Callable[[int, int], None], last: bool) -> dict[str, float]:
         """The crop scores and, when due (``valid.whole_every``, or ``last``), the whole-file
         scores."""
         weights, valid = self.state.ema.state_dict(), self.config.valid

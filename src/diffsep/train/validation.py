@@ -21,12 +21,11 @@ from diffsep.train.config import TrainConfig
 def validation_items(
     dataset: Dataset | None, count: int
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if dataset is None:
+    """The first ``count`` crops stacked: (B, 1, W) mixtures, (B, K, W) references; None if
+    there are none."""
+    items = whole_file_items(dataset, count)
+    if not items:
         return None
-    count = min(count, dataset_length(dataset))
-    if count == 0:
-        return None
-    items = [dataset[i] for i in range(count)]
     return torch.stack([m for m, _ in items]), torch.stack([s for _, s in items])
 
 
@@ -106,7 +105,8 @@ def _means(pairs: list[tuple[float, float]], suffix: str) -> dict[str, float]:
 
 
 def whole_file_items(dataset: Dataset | None, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``count`` items of a whole-file dataset: (1, N) mixture, (K, N) references."""
+    """The first ``count`` items of ``dataset`` (none without one): (1, N) mixture, (K, N)
+    references each, N differing between whole files."""
     if dataset is None:
         return []
     return [dataset[i] for i in range(min(count, dataset_length(dataset)))]
