@@ -1,4 +1,4 @@
-"""recipes/plot_curves.py, promote_model.py and compare_setups.sh (validate_run.py: in
+"""recipes/plot_curves.py, promote_model.py, pack_corpus.py and compare_setups.sh (validate_run.py: in
 test_train.py, which has a training run to validate)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 sys.path.insert(0, str(RECIPES))
 
+import pack_corpus  # noqa: E402
 import plot_curves  # noqa: E402
 import promote_model  # noqa: E402
 
@@ -105,3 +106,63 @@ def test_compare_setups_names_the_set_ups() -> None:
     g = subprocess.run(["bash", str(RECIPES / "compare_setups.sh"), "/c", "/r", "G"],
                        capture_output=True, text=True, env=env)
     assert g.returncode == 2 and "needs G_INIT" in g.stderr
+
+
+def _tiny_corpus(root: Path) -> None:
+    """Three speakers (two recorded, one TTS) of 1 s utterances at 16 kHz, and a valid set."""
+    import csv
+
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for speaker, recorded, count in (("rec_a", "yes", 6), ("rec_b", "yes", 2), ("tts_c", "no", 5)):
+        (root / "speech" / speaker).mkdir(parents=True)
+        for i in range(count):
+            path = f"speech/{speaker}/{i:02d}.wav"
+            sf.write(root / path, 0.1 * rng.standard_normal(16000), 16000, subtype="PCM_16")
+            rows.append({"path": path, "kind": "speech", "split": "train", "speaker": speaker,
+                         "duration": "1.0", "recorded": recorded})
+    rows.append({"path": "speech/rec_a/00.wav", "kind": "speech", "split": "valid",
+                 "speaker": "rec_v", "duration": "1.0", "recorded": "yes"})
+    with (root / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for sub in ("mix", "s1", "s2"):
+        (root / "valid" / sub).mkdir(parents=True)
+        for i in range(3):
+            sf.write(root / "valid" / sub / f"v{i}.wav", 0.1 * rng.standard_normal(8000), 8000)
+
+
+def test_pack_corpus_caps_each_voice_and_the_pack_trains(tmp_path: Path) -> None:
+    import csv
+
+    import soundfile as sf
+
+    from diffsep.train.data import DynamicMixingDataset
+
+    corpus, out = tmp_path / "corpus", tmp_path / "pack"
+    _tiny_corpus(corpus)
+    assert pack_corpus.main([str(corpus), str(out), "--cap-recorded", "2.5", "--cap-tts", "1",
+                             "--valid", str(corpus / "valid"), "--valid-count", "2",
+                             "--jobs", "1"]) == 0
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    per_speaker = {s: sum(r["speaker"] == s for r in rows) for s in ("rec_a", "rec_b", "tts_c")}
+    # 2.5 s cap: a 1 s voice is cut after its third utterance; rec_b has only two; TTS: one
+    assert per_speaker == {"rec_a": 3, "rec_b": 2, "tts_c": 1}
+    assert all(r["split"] == "train" for r in rows)  # the valid row stayed out
+    info = sf.info(out / rows[0]["path"])
+    assert (info.samplerate, info.format, info.subtype) == (8000, "OGG", "VORBIS")
+    assert sorted(p.name for p in (out / "valid" / "mix").iterdir()) == ["v0.flac", "v1.flac"]
+    # the same seed packs the same utterances
+    again = tmp_path / "again"
+    pack_corpus.main([str(corpus), str(again), "--cap-recorded", "2.5", "--cap-tts", "1",
+                      "--jobs", "1"])
+    assert list(csv.DictReader((again / "manifest.csv").open())) == rows
+    dataset = DynamicMixingDataset(out / "manifest.csv", sample_rate=8000, segment_seconds=0.5,
+                                   split="train", recorded_share=0.8)
+    mix, sources = dataset[0]
+    assert mix.shape == (1, 4000) and sources.shape == (2, 4000)
+    assert pack_corpus.main([str(corpus), str(out)]) == 2  # an existing pack is never touched
