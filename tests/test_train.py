@@ -480,7 +480,7 @@ def test_dataset_folder_names_from_the_config(tmp_path: Path) -> None:
 def test_recipes_load() -> None:
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-sep-8k-refine.toml",
-                 "train-enh-16k.toml", "train-enh-16k-data.toml"):
+                 "train-sep-8k-gpu.toml", "train-enh-16k.toml", "train-enh-16k-data.toml"):
         config = load_train_config(recipes / name)
         from diffsep.nn.score_model import ScoreModel
 
@@ -502,6 +502,12 @@ def test_recipes_load() -> None:
     assert Path(refine.data.train).name == "manifest.csv"
     assert refine.data.recorded_share == 0.8
     assert (refine.optim.lr, refine.optim.p_T) == (1e-4, 0.9)
+    # stage 5: the same network and loss with 32 x the batch, from the packed corpus
+    gpu = load_train_config(recipes / "train-sep-8k-gpu.toml")
+    assert architecture_differences(gpu.model, refine.model) == []
+    assert (gpu.optim.batch_size, gpu.optim.lr, gpu.optim.lr_drops) == (128, 2e-4, ((618, 6e-5),))
+    assert (gpu.optim.objective, gpu.optim.p_T, gpu.data.recorded_share) == ("sisdr", 0.9, 0.8)
+    assert Path(gpu.data.train).parts[-3:] == ("pack", "sep-8k", "manifest.csv")
     # and so does stage 2 of the enhancement model
     enh_data = load_train_config(recipes / "train-enh-16k-data.toml")
     assert (recipes / enh_data.optim.init_from).resolve() == Path(enh.output.dir).resolve()
