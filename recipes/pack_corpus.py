@@ -9,13 +9,18 @@ utterances in a seeded random order while their speaker has less than ``--cap-re
 (recorded voices) or ``--cap-tts`` (TTS voices) seconds, and writes them as Ogg Vorbis at
 ``--rate`` (quality ``--quality``, 0 = best .. 1 = smallest in libsndfile's scale) to
 ``OUT/a/``, with ``OUT/manifest.csv`` listing them with the corpus's columns (so
-``data.recorded_share`` still works). With ``--valid``, the first ``--valid-count`` files of
-that evaluation folder are copied as FLAC to ``OUT/valid/`` (for the run's crop validation).
+``data.recorded_share`` still works). With ``--noise-cap S`` (for enhancement) the train noise
+rows are packed too, each file cut to its first S seconds, listed in the same manifest (so
+it serves as ``data.train`` and ``data.noise``; ``data.noise_recorded_share`` still works).
+With ``--valid``, the first ``--valid-count`` files of each sub-folder of that evaluation
+folder are copied as FLAC to ``OUT/valid/`` (100 for whole-file validation on that machine).
 
 Why: a device that takes 64 MiB of data per call holds about 2.8 hours of 8 kHz speech this
 way (3.9 kB/s at quality 0.5; the decoded speech is within 24 dB SI-SDR of the original,
-median, far below what the models resolve) against 35 minutes as 16-bit WAV. Needs
-soundfile >= 0.13 (its ``compression_level``).
+median, far below what the models resolve) against 35 minutes as 16-bit WAV. At 16 kHz with
+``--cap-recorded 60 --cap-tts 10 --noise-cap 10`` and 100 ``enh-16k/valid-real`` files the
+pack is 50.7 MiB (1.22 h of speech, 0.94 h of noise, 9.9 MiB of validation files): lower the
+caps to fit beside the repository. Needs soundfile >= 0.13 (its ``compression_level``).
 """
 
 from __future__ import annotations
@@ -49,9 +54,13 @@ def cap_rows(rows: Sequence[dict[str, str]], cap_recorded: float, cap_tts: float
     return kept
 
 
-def write_vorbis(source: Path, target: Path, rate: int, quality: float) -> float:
-    """``source`` as mono Ogg Vorbis at ``rate`` Hz (peak kept below full scale); seconds."""
-    audio, source_rate = sf.read(source, dtype="float64", always_2d=True)
+def write_vorbis(source: Path, target: Path, rate: int, quality: float,
+                 max_seconds: float | None = None) -> float:
+    """``source`` (its first ``max_seconds``, if given) as mono Ogg Vorbis at ``rate`` Hz,
+    peak kept below full scale; returns the seconds written."""
+    with sf.SoundFile(source) as fh:
+        frames = -1 if max_seconds is None else round(max_seconds * fh.samplerate)
+        audio, source_rate = fh.read(frames, dtype="float64", always_2d=True), fh.samplerate
     mono = soxr.resample(audio.mean(axis=1), source_rate, rate, quality="HQ")
     mono = mono * min(1.0, 0.999 / max(float(np.abs(mono).max(initial=0.0)), 1e-9))
     with sf.SoundFile(target, "w", rate, 1, format="OGG", subtype="VORBIS",
@@ -60,7 +69,7 @@ def write_vorbis(source: Path, target: Path, rate: int, quality: float) -> float
     return len(mono) / rate
 
 
-def _convert(job: tuple[Path, Path, int, float]) -> float:
+def _convert(job: tuple[Path, Path, int, float, float | None]) -> float:
     return write_vorbis(*job)
 
 
@@ -85,6 +94,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cap-recorded", type=float, default=220.0, help="seconds per recorded voice")
     p.add_argument("--cap-tts", type=float, default=20.0, help="seconds per TTS voice")
     p.add_argument("--quality", type=float, default=0.5, help="Vorbis compression level, 0..1")
+    p.add_argument("--noise-cap", type=float, default=0.0,
+                   help="also pack the train noise, at most this many seconds per file (0: none)")
     p.add_argument("--valid", type=Path, help="evaluation folder to copy (mix/s1/s2 or noisy/clean)")
     p.add_argument("--valid-count", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -102,27 +113,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pack_corpus: {args.out}: already exists", file=sys.stderr)
         return 2
     with manifest.open(newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == "train" and r["kind"] == "speech"]
-    kept = cap_rows(rows, args.cap_recorded, args.cap_tts, args.seed)
-    if not kept:
-        print(f"pack_corpus: {manifest}: no train speech", file=sys.stderr)
+        train = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+    kept = cap_rows([r for r in train if r["kind"] == "speech"], args.cap_recorded,
+                    args.cap_tts, args.seed)
+    noise = [r for r in train if r["kind"] == "noise"] if args.noise_cap > 0 else []
+    if not kept or (args.noise_cap > 0 and not noise):
+        print(f"pack_corpus: {manifest}: no train {'speech' if not kept else 'noise'}",
+              file=sys.stderr)
         return 2
     (args.out / "a").mkdir(parents=True)
     names = [f"a/{i:05d}.ogg" for i in range(len(kept))]
-    jobs = [(args.corpus / row["path"], args.out / name, args.rate, args.quality)
-            for row, name in zip(kept, names)]
+    names += [f"a/n{i:05d}.ogg" for i in range(len(noise))]
+    caps = [None] * len(kept) + [args.noise_cap] * len(noise)
+    jobs = [(args.corpus / row["path"], args.out / name, args.rate, args.quality, cap)
+            for row, name, cap in zip(kept + noise, names, caps)]
     with ProcessPoolExecutor(args.jobs) as pool:
         seconds = list(pool.map(_convert, jobs, chunksize=32))
     with (args.out / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(kept[0]))
         writer.writeheader()
-        writer.writerows({**row, "path": name} for row, name in zip(kept, names))
-    recorded = sum(s for s, row in zip(seconds, kept) if row.get("recorded") == "yes")
+        writer.writerows({**row, "path": name} for row, name in zip(kept + noise, names))
+    speech_seconds = seconds[:len(kept)]
+    recorded = sum(s for s, row in zip(speech_seconds, kept) if row.get("recorded") == "yes")
     copied = copy_valid(args.valid, args.out / "valid", args.valid_count) if args.valid else 0
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    noise_note = f", {len(noise)} noise files ({sum(seconds[len(kept):]) / 3600:.2f} h)"
     print(f"{len(kept)} utterances of {len({r['speaker'] for r in kept})} speakers, "
-          f"{sum(seconds) / 3600:.2f} h ({recorded / 3600:.2f} h recorded), "
-          f"{copied} validation files, {size / 2**20:.1f} MiB -> {args.out}")
+          f"{sum(speech_seconds) / 3600:.2f} h ({recorded / 3600:.2f} h recorded)"
+          f"{noise_note if noise else ''}, {copied} validation files, "
+          f"{size / 2**20:.1f} MiB -> {args.out}")
     return 0
 
 

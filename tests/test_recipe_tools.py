@@ -126,6 +126,11 @@ def _tiny_corpus(root: Path) -> None:
                          "duration": "1.0", "recorded": recorded})
     rows.append({"path": "speech/rec_a/00.wav", "kind": "speech", "split": "valid",
                  "speaker": "rec_v", "duration": "1.0", "recorded": "yes"})
+    (root / "noise").mkdir()
+    for i, recorded in enumerate(("yes", "no")):
+        sf.write(root / f"noise/{i}.wav", 0.1 * rng.standard_normal(48000), 16000)
+        rows.append({"path": f"noise/{i}.wav", "kind": "noise", "split": "train", "speaker": "",
+                     "duration": "3.0", "recorded": recorded})
     with (root / "manifest.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -152,7 +157,7 @@ def test_pack_corpus_caps_each_voice_and_the_pack_trains(tmp_path: Path) -> None
     per_speaker = {s: sum(r["speaker"] == s for r in rows) for s in ("rec_a", "rec_b", "tts_c")}
     # 2.5 s cap: a 1 s voice is cut after its third utterance; rec_b has only two; TTS: one
     assert per_speaker == {"rec_a": 3, "rec_b": 2, "tts_c": 1}
-    assert all(r["split"] == "train" for r in rows)  # the valid row stayed out
+    assert all(r["split"] == "train" and r["kind"] == "speech" for r in rows)  # no valid, noise
     info = sf.info(out / rows[0]["path"])
     assert (info.samplerate, info.format, info.subtype) == (8000, "OGG", "VORBIS")
     assert sorted(p.name for p in (out / "valid" / "mix").iterdir()) == ["v0.flac", "v1.flac"]
@@ -166,3 +171,26 @@ def test_pack_corpus_caps_each_voice_and_the_pack_trains(tmp_path: Path) -> None
     mix, sources = dataset[0]
     assert mix.shape == (1, 4000) and sources.shape == (2, 4000)
     assert pack_corpus.main([str(corpus), str(out)]) == 2  # an existing pack is never touched
+
+
+def test_pack_corpus_packs_cut_noise_for_enhancement(tmp_path: Path) -> None:
+    import csv
+
+    import soundfile as sf
+
+    from diffsep.train.data import DynamicMixingDataset
+
+    corpus, out = tmp_path / "corpus", tmp_path / "pack"
+    _tiny_corpus(corpus)
+    assert pack_corpus.main([str(corpus), str(out), "--rate", "16000", "--noise-cap", "1.5",
+                             "--jobs", "1"]) == 0
+    noise = [r for r in csv.DictReader((out / "manifest.csv").open()) if r["kind"] == "noise"]
+    assert [r["recorded"] for r in noise] == ["yes", "no"]
+    for row in noise:  # 3 s files cut to their first 1.5 s
+        info = sf.info(out / row["path"])
+        assert (info.samplerate, info.frames) == (16000, 24000)
+    dataset = DynamicMixingDataset(out / "manifest.csv", out / "manifest.csv", task="enhancement",
+                                   sample_rate=16000, segment_seconds=0.5, split="train",
+                                   noise_recorded_share=0.8)
+    noisy, sources = dataset[0]
+    assert noisy.shape == (1, 8000) and sources.shape == (2, 8000)
