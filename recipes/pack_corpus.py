@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from diffsep.resample import resample_hq
 
 
 def cap_rows(rows: Sequence[dict[str, str]], cap_recorded: float, cap_tts: float,
@@ -57,11 +59,15 @@ def cap_rows(rows: Sequence[dict[str, str]], cap_recorded: float, cap_tts: float
 def write_vorbis(source: Path, target: Path, rate: int, quality: float,
                  max_seconds: float | None = None) -> float:
     """``source`` (its first ``max_seconds``, if given) as mono Ogg Vorbis at ``rate`` Hz,
-    peak kept below full scale; returns the seconds written."""
-    with sf.SoundFile(source) as fh:
-        frames = -1 if max_seconds is None else round(max_seconds * fh.samplerate)
-        audio, source_rate = fh.read(frames, dtype="float64", always_2d=True), fh.samplerate
-    mono = soxr.resample(audio.mean(axis=1), source_rate, rate, quality="HQ")
+    peak kept below full scale; returns the seconds written. ValueError names an unreadable
+    ``source``."""
+    try:
+        with sf.SoundFile(source) as fh:
+            frames = -1 if max_seconds is None else round(max_seconds * fh.samplerate)
+            audio, source_rate = fh.read(frames, dtype="float64", always_2d=True), fh.samplerate
+    except (OSError, RuntimeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise ValueError(f"{source}: cannot read audio ({exc})") from None
+    mono = resample_hq(audio.mean(axis=1), source_rate, rate)
     mono = mono * min(1.0, 0.999 / max(float(np.abs(mono).max(initial=0.0)), 1e-9))
     with sf.SoundFile(target, "w", rate, 1, format="OGG", subtype="VORBIS",
                       compression_level=quality) as out:
@@ -121,28 +127,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pack_corpus: {manifest}: no train {'speech' if not kept else 'noise'}",
               file=sys.stderr)
         return 2
-    (args.out / "a").mkdir(parents=True)
+    partial = args.out.with_name(args.out.name + ".partial")  # renamed to OUT when complete
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "a").mkdir(parents=True)
+    try:
+        _pack(args, partial, kept, noise)
+    except ValueError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        print(f"pack_corpus: {exc}", file=sys.stderr)
+        return 1
+    partial.rename(args.out)
+    return 0
+
+
+def _pack(args: argparse.Namespace, out: Path, kept: list[dict[str, str]],
+          noise: list[dict[str, str]]) -> None:
+    """Write the pack's audio, manifest and validation copies into ``out``; print a summary."""
     names = [f"a/{i:05d}.ogg" for i in range(len(kept))]
     names += [f"a/n{i:05d}.ogg" for i in range(len(noise))]
     caps = [None] * len(kept) + [args.noise_cap] * len(noise)
-    jobs = [(args.corpus / row["path"], args.out / name, args.rate, args.quality, cap)
+    jobs = [(args.corpus / row["path"], out / name, args.rate, args.quality, cap)
             for row, name, cap in zip(kept + noise, names, caps)]
     with ProcessPoolExecutor(args.jobs) as pool:
         seconds = list(pool.map(_convert, jobs, chunksize=32))
-    with (args.out / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
+    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(kept[0]))
         writer.writeheader()
         writer.writerows({**row, "path": name} for row, name in zip(kept + noise, names))
     speech_seconds = seconds[:len(kept)]
     recorded = sum(s for s, row in zip(speech_seconds, kept) if row.get("recorded") == "yes")
-    copied = copy_valid(args.valid, args.out / "valid", args.valid_count) if args.valid else 0
-    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    copied = copy_valid(args.valid, out / "valid", args.valid_count) if args.valid else 0
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     noise_note = f", {len(noise)} noise files ({sum(seconds[len(kept):]) / 3600:.2f} h)"
     print(f"{len(kept)} utterances of {len({r['speaker'] for r in kept})} speakers, "
           f"{sum(speech_seconds) / 3600:.2f} h ({recorded / 3600:.2f} h recorded)"
           f"{noise_note if noise else ''}, {copied} validation files, "
           f"{size / 2**20:.1f} MiB -> {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

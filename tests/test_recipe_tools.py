@@ -194,3 +194,14 @@ def test_pack_corpus_packs_cut_noise_for_enhancement(tmp_path: Path) -> None:
                                    noise_recorded_share=0.8)
     noisy, sources = dataset[0]
     assert noisy.shape == (1, 8000) and sources.shape == (2, 8000)
+
+
+def test_pack_corpus_names_a_damaged_file_and_leaves_no_pack(tmp_path: Path, capsys) -> None:
+    corpus, out = tmp_path / "corpus", tmp_path / "pack"
+    _tiny_corpus(corpus)
+    (corpus / "speech/rec_b/01.wav").write_bytes(b"RIFF not audio")
+    assert pack_corpus.main([str(corpus), str(out), "--jobs", "1"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pack_corpus: ") and "rec_b/01.wav: cannot read audio" in error
+    assert "\n" not in error
+    assert not out.exists() and not (tmp_path / "pack.partial").exists()
