@@ -508,6 +508,11 @@ def test_recipes_load() -> None:
     assert (gpu.optim.batch_size, gpu.optim.lr, gpu.optim.lr_drops) == (128, 2e-4, ((618, 6e-5),))
     assert (gpu.optim.objective, gpu.optim.p_T, gpu.data.recorded_share) == ("sisdr", 0.9, 0.8)
     assert Path(gpu.data.train).parts[-3:] == ("pack", "sep-8k", "manifest.csv")
+    # ... whose network is the bundled one
+    from diffsep.checkpoint.model_files import load_model_files
+
+    bundled_config, _ = load_model_files(recipes.parent / "models" / "sep-8k")
+    assert architecture_differences(gpu.model, bundled_config) == []
     # and so does stage 2 of the enhancement model
     enh_data = load_train_config(recipes / "train-enh-16k-data.toml")
     assert (recipes / enh_data.optim.init_from).resolve() == Path(enh.output.dir).resolve()
