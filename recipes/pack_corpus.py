@@ -30,13 +30,17 @@ import csv
 import shutil
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from diffsep.resample import resample_hq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus.build import run_parallel  # noqa: E402
+from corpus.report import write_csv  # noqa: E402
 
 
 def cap_rows(rows: Sequence[dict[str, str]], cap_recorded: float, cap_tts: float,
@@ -148,12 +152,9 @@ def _pack(args: argparse.Namespace, out: Path, kept: list[dict[str, str]],
     caps = [None] * len(kept) + [args.noise_cap] * len(noise)
     jobs = [(args.corpus / row["path"], out / name, args.rate, args.quality, cap)
             for row, name, cap in zip(kept + noise, names, caps)]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        seconds = list(pool.map(_convert, jobs, chunksize=32))
-    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(kept[0]))
-        writer.writeheader()
-        writer.writerows({**row, "path": name} for row, name in zip(kept + noise, names))
+    seconds = run_parallel(_convert, jobs, args.jobs, "pack")
+    write_csv(out / "manifest.csv",
+              [{**row, "path": name} for row, name in zip(kept + noise, names)])
     speech_seconds = seconds[:len(kept)]
     recorded = sum(s for s, row in zip(speech_seconds, kept) if row.get("recorded") == "yes")
     copied = copy_valid(args.valid, out / "valid", args.valid_count) if args.valid else 0
