@@ -462,6 +462,7 @@ class _Run:
         """Steps until done, stopped, paused; returns how it ended."""
         config, ctx, position = self.config, self.ctx, self.position
         total, every = config.optim.steps, config.valid.every
+        budget = 60.0 * config.optim.cpu_minutes  # training CPU-seconds; 0: no limit
         separation = config.model.task == "separation"
         progress = _Progress()
         new_steps = 0
@@ -488,7 +489,6 @@ class _Run:
                     position.batch_in_epoch = 0
 
                 done = position.step >= total
-                budget = 60.0 * config.optim.cpu_minutes
                 spent = bool(budget) and any_rank(ctx, position.train_cpu_s >= budget) and not done
                 if every and (position.step % every == 0 or done or spent):
                     self.validate_and_export(last=done or spent)  # a last point on the curve
