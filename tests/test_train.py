@@ -480,7 +480,8 @@ def test_dataset_folder_names_from_the_config(tmp_path: Path) -> None:
 def test_recipes_load() -> None:
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-sep-8k-refine.toml",
-                 "train-sep-8k-gpu.toml", "train-enh-16k.toml", "train-enh-16k-data.toml"):
+                 "train-sep-8k-gpu.toml", "train-enh-16k.toml", "train-enh-16k-data.toml",
+                 "train-enh-16k-refine.toml", "train-enh-16k-gpu.toml"):
         config = load_train_config(recipes / name)
         from diffsep.nn.score_model import ScoreModel
 
@@ -520,6 +521,18 @@ def test_recipes_load() -> None:
     assert differences and all(line.startswith("model.parameterisation:")
                                for line in differences)
     assert enh_data.optim.lr_drops == ((1500, 1e-4),)
+    # stages 3 and 4 of the enhancement model keep that network; stage 4 is the bundled one
+    enh_refine = load_train_config(recipes / "train-enh-16k-refine.toml")
+    assert (recipes / enh_refine.optim.init_from).resolve() == Path(enh_data.output.dir).resolve()
+    enh_gpu = load_train_config(recipes / "train-enh-16k-gpu.toml")
+    assert architecture_differences(enh_refine.model, enh_data.model) == []
+    assert architecture_differences(enh_gpu.model, enh_refine.model) == []
+    assert (enh_gpu.optim.batch_size, enh_gpu.optim.lr, enh_gpu.optim.lr_drops) == (
+        128, 2e-4, ((937, 6e-5),))
+    assert Path(enh_gpu.data.train).parts[-3:] == ("pack", "enh-16k", "manifest.csv")
+    assert enh_gpu.data.noise == enh_gpu.data.train
+    bundled_enh, _ = load_model_files(recipes.parent / "models" / "enh-16k")
+    assert architecture_differences(enh_gpu.model, bundled_enh) == []
     assert (sep.model.task, sep.model.sample_rate, sep.model.sde.kind) == (
         "separation",
         8000,
