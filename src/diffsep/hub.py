@@ -77,11 +77,11 @@ class HubModel:
 BUNDLED_MODELS: dict[str, BundledModel] = {
     "diffsep-sep-8k": BundledModel(
         "sep-8k", "separation", 8000,
-        "small CPU-trained network: does not separate well yet",
+        "small network (CPU, then 7.5 GPU-minutes): does not separate well yet",
     ),
     "diffsep-enh-16k": BundledModel(
         "enh-16k", "enhancement", 16000,
-        "small CPU-trained network: removes only some of the noise",
+        "small network (CPU, then 10 GPU-minutes): removes only part of the noise",
     ),
 }
 
