@@ -11,10 +11,13 @@ of the config's crop length (data loading excluded) and times the same optimiser
     python benchmarks/bench_train.py --set model.backbone.nf=64 --set optim.segment_seconds=4
     python benchmarks/bench_train.py --data 200      # + items/s of the config's dataset
     python benchmarks/bench_train.py --json > results.json
+    python benchmarks/bench_train.py --from-log runs/x/train.log --crop-seconds 2   # a real run
 
 audio_s_per_s = seconds of training audio (mixtures) per wall-clock second; divide the
 epoch's audio by it to size a run. --data reads and mixes N items of the config's training
 set in this process: if that rate is below batch_size / s_per_step, set data.num_workers.
+--from-log reads the step times a `diffsep train` log recorded (data loading included, the
+run's own device; benchmarks/results/gpu-train/ holds the GPU runs' logs) instead of timing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -112,6 +117,48 @@ def _data_rate(args: argparse.Namespace) -> dict:
             "crop_s": config.optim.segment_seconds, "items_per_s": round(count / seconds, 1)}
 
 
+HEADER = re.compile(r"(\d+) items/epoch, (\d+) batches/epoch x (\d+) process\(es\), device (\S+),")
+STEP = re.compile(r" step (\d+)/\d+ .* ([\d.]+) s/step$")
+
+
+def log_throughput(lines: list[str], crop_seconds: float) -> dict:
+    """Step times of one `diffsep train` log: batch size from its header, median s/step."""
+    batch_size = device = None
+    times = []
+    for line in lines:
+        if header := HEADER.search(line):
+            items, batches, processes, device = header.groups()
+            batch_size = round(int(items) / int(batches) / int(processes))
+        elif step := STEP.search(line.rstrip()):
+            times.append(float(step.group(2)))
+    if batch_size is None or not times:
+        raise ValueError("no run header or no step times")
+    median = round(statistics.median(times), 3)
+    return {"device": device, "batch_size": batch_size, "crop_s": crop_seconds,
+            "logged": len(times), "s_per_step": median, "s_per_step_min": min(times),
+            "s_per_step_max": max(times),
+            "audio_s_per_s": round(batch_size * crop_seconds / median, 1)}
+
+
+def _from_logs(args: argparse.Namespace) -> None:
+    crop_seconds = args.crop_seconds or _config(args, []).optim.segment_seconds
+    rows = []
+    for path in args.from_log:
+        try:
+            rows.append({"log": path, **log_throughput(
+                Path(path).read_text(encoding="utf-8").splitlines(), crop_seconds)})
+        except (OSError, ValueError) as error:
+            sys.exit(f"bench_train: {path}: {error}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        print(f"{row['log']}: {row['device']}, batch {row['batch_size']} x {row['crop_s']} s, "
+              f"{row['s_per_step']} s/step (median of {row['logged']}, "
+              f"{row['s_per_step_min']}-{row['s_per_step_max']}), "
+              f"{row['audio_s_per_s']} audio s/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
@@ -128,6 +175,10 @@ def main() -> None:
     parser.add_argument("--data", type=int, default=0, metavar="N",
                         help="also time N items of the config's training dataset")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    parser.add_argument("--from-log", nargs="+", metavar="LOG",
+                        help="summarise the step times of diffsep train logs instead of timing")
+    parser.add_argument("--crop-seconds", type=float,
+                        help="crop length of the logged runs (default: the config's)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
@@ -135,6 +186,9 @@ def main() -> None:
 
     if args.one:
         print(json.dumps(_one_run(args)))
+        return
+    if args.from_log:
+        _from_logs(args)
         return
     rows = []
     header = ("device", "params_M", "crop_s", "batch_size", "precision", "s_per_step",

@@ -109,3 +109,26 @@ def test_bench_settings_start_from_the_reference_not_from_the_models_tau() -> No
     assert reference.t_eps == 0.05  # the model's own settings stay
     started = bench.parse_setting("ddim:9:tau=0.4:t_eps=0.2", model_default)
     assert (started.method, started.steps, started.tau, started.t_eps) == ("ddim", 9, 0.4, 0.2)
+
+
+def test_bench_train_reads_step_times_from_a_training_log(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    log.write_text(
+        "2026-12-04 13:24:01 diffsep 0.1.0 train: separation, 2 sources at 8000 Hz, 2.24 M "
+        "parameters, 20000 items/epoch, 312 batches/epoch x 1 process(es), device cuda, "
+        "steps 0/200000\n"
+        "2026-12-04 13:24:32 step 50/200000 loss -7.8 grad 13.6 lr 5.00e-05 0.50 s/step\n"
+        "2026-12-04 13:24:45 validation at step 50: si_sdr_T 6.87 dB, si_sdri_T 2.72 dB (1 s)\n"
+        "2026-12-04 13:24:59 step 100/200000 loss -7.9 grad 12.0 lr 5.00e-05 0.25 s/step\n"
+        "2026-12-04 13:25:10 step 150/200000 loss -8.0 grad 11.0 lr 5.00e-05 0.30 s/step\n")
+    rows = _run("bench_train.py", "--from-log", str(log), "--crop-seconds", "2")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["device"], row["batch_size"], row["logged"]) == ("cuda", 64, 3)
+    assert (row["s_per_step"], row["s_per_step_min"], row["s_per_step_max"]) == (0.3, 0.25, 0.5)
+    assert row["audio_s_per_s"] == round(64 * 2 / 0.3, 1)
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing here\n")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_train.py"), "--from-log",
+                           str(empty), "--crop-seconds", "2"], capture_output=True, text=True)
+    assert done.returncode != 0 and "empty.log: no run header" in done.stderr
