@@ -205,3 +205,65 @@ def test_pack_corpus_names_a_damaged_file_and_leaves_no_pack(tmp_path: Path, cap
     assert error.startswith("pack_corpus: ") and "rec_b/01.wav: cannot read audio" in error
     assert "\n" not in error
     assert not out.exists() and not (tmp_path / "pack.partial").exists()
+
+
+TINY_RECIPE = """
+[model]
+sample_rate = 8000
+[model.stft]
+n_fft = 62
+hop_length = 16
+frame_multiple = 4
+[model.backbone]
+nf = 4
+ch_mult = [1, 2]
+num_res_blocks = 1
+attn_resolutions = []
+image_size = 32
+[data]
+epoch_length = 4
+[optim]
+segment_seconds = 0.1
+steps = 3
+lr_drops = [[1, 1e-9]]
+[valid]
+every = 0
+[output]
+dir = "run"
+"""
+
+
+@pytest.mark.slow  # two short trainings in subprocesses
+def test_device_train_runs_two_timed_stretches_and_brings_back_both_exports(
+        tmp_path: Path) -> None:
+    import tarfile
+
+    corpus, pack, out, run = (tmp_path / name for name in ("corpus", "pack", "out", "run"))
+    _tiny_corpus(corpus)
+    assert pack_corpus.main([str(corpus), str(pack), "--valid", str(corpus / "valid"),
+                             "--jobs", "1"]) == 0
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    env = {**os.environ, "OUT": str(out), "RUN": str(run), "DEVICE": "cpu", "BATCH": "2",
+           "WORKERS": "0", "SECONDS_A": "12", "SECONDS_B": "10", "LR_A": "1e-3", "LR_B": "1e-4"}
+    done = subprocess.run(["bash", str(RECIPES / "device_train.sh"), str(recipe), "-", str(pack),
+                           "--set", "optim.threads=1"], env=env, capture_output=True, text=True,
+                          cwd=RECIPES.parent, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # time, not the recipe's 3 steps or its lr drop, stopped both stretches, each at its lr
+    log = (run / "run" / "train.log").read_text()
+    assert log.count("interrupted at step") == 2
+    assert "lr 1.00e-03" in log and "lr 1.00e-04" in log and "lr 1.00e-09" not in log
+    parts = sorted(out.glob("exports.tar.*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    whole = tmp_path / "exports.tar"
+    whole.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(whole) as tar:
+        names = set(tar.getnames())
+    assert {"export-a/model.safetensors", "export-b/model.safetensors"} <= names
+    with tarfile.open(out / "logs.tgz") as tar:
+        assert {"run/train.log", "a.out", "b.out"} <= set(tar.getnames())
+    # a missing argument prints the usage and changes nothing
+    done = subprocess.run(["bash", str(RECIPES / "device_train.sh"), str(recipe)], env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "device_train.sh" in done.stderr
