@@ -254,6 +254,13 @@ def test_device_train_runs_two_timed_stretches_and_brings_back_both_exports(
     log = (run / "run" / "train.log").read_text()
     assert log.count("interrupted at step") == 2
     assert "lr 1.00e-03" in log and "lr 1.00e-04" in log and "lr 1.00e-09" not in log
+    # benchmarks/bench_train.py --from-log still reads the log the training loop writes
+    done = subprocess.run([sys.executable, str(RECIPES.parent / "benchmarks" / "bench_train.py"),
+                           "--from-log", str(run / "run" / "train.log"), "--crop-seconds", "0.1",
+                           "--json"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert (row["device"], row["batch_size"]) == ("cpu", 2) and row["s_per_step"] > 0
     parts = sorted(out.glob("exports.tar.*"))
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
     whole = tmp_path / "exports.tar"
