@@ -70,6 +70,20 @@ def test_header_names_the_sampler_and_its_network_calls(mixture, tmp_path, small
                  "--sampler", "ddim", "--steps", 1)
     assert one.exit_code == 0, one.output
     assert "sampler ddim, 1 step = 1 network call per window, fp32" in one.stderr
+    assert "made for one network call" not in result.stderr  # a score model: no caution
+
+
+def test_more_steps_on_a_one_call_source_predictor_are_warned_about(mixture, tmp_path):
+    # the bundled separation model predicts the sources and is made for its one-call estimate
+    many = invoke("separate", mixture, "-o", tmp_path / "many", "--steps", 3)
+    assert many.exit_code == 0, many.output
+    assert ("warning: this model predicts the sources and is made for one network call per "
+            "window: with 3 calls (ddim, 3 steps) it scores far lower") in many.stderr
+    assert "its default is --sampler ddim --steps 1" in many.stderr
+    default = invoke("separate", mixture, "-o", tmp_path / "default")
+    assert default.exit_code == 0 and "warning" not in default.stderr
+    quiet = invoke("separate", mixture, "-o", tmp_path / "quiet", "--steps", 3, "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
 class Recording:

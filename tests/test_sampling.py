@@ -180,3 +180,18 @@ def test_invalid_sampler_settings_raise(kwargs):
     with pytest.raises(ConfigError):
         pc_sample(sde, rec.score_fn, torch.zeros(1, 1, 8), noise_fn=rec.noise_fn, **kwargs)
     assert rec.events == []
+
+
+def test_one_call_caution_only_for_source_predictors_run_with_more_calls() -> None:
+    from diffsep.config import SamplerConfig
+    from diffsep.sampling import one_call_caution
+
+    one_call = SamplerConfig(method="ddim", steps=1)
+    many = SamplerConfig(method="heun", steps=3, tau=0.5)  # 1 + 2 * 2 + 1 calls
+    assert one_call_caution("data", one_call, one_call) is None
+    assert one_call_caution("score", one_call, many) is None  # score models sample as trained
+    pc30 = SamplerConfig(method="pc", steps=30)
+    assert one_call_caution("data_skip", pc30, many) is None  # not made for one call
+    message = one_call_caution("data_skip", one_call, many)
+    assert message is not None and "with 6 calls (heun, 3 steps)" in message
+    assert message.endswith("--sampler ddim --steps 1")

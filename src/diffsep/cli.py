@@ -406,6 +406,12 @@ class _ProgressReporter:
                 f"{' compiled' if settings.compile else ''}, device {model.device}, "
                 f"seed {settings.seed})", soft_wrap=True, markup=False,
             )
+            from diffsep.sampling import one_call_caution
+
+            caution = one_call_caution(model.config.parameterisation, model.config.sampler,
+                                       settings.sampler)
+            if caution:
+                self.console.print(f"warning: {caution}", soft_wrap=True, markup=False)
 
     def file_skipped(self, result: FileResult) -> None:
         if not self.quiet:

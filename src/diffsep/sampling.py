@@ -321,6 +321,24 @@ def describe_sampler(settings: SamplerConfig) -> str:
             f"{_count(calls, 'network call')} per window")
 
 
+def one_call_caution(parameterisation: str, model_default: SamplerConfig,
+                     chosen: SamplerConfig) -> str | None:
+    """A warning when a source-predicting model made for one network call is run with more.
+
+    Such models (``parameterisation`` "data" or "data_skip" whose own default sampler makes a
+    single call) were trained mostly near t = T; samplers that go down to small t follow their
+    poor estimates there and score far below the one-call estimate (recipes/README.md)."""
+    if parameterisation == "score" or network_calls(model_default) != 1:
+        return None
+    calls = network_calls(chosen)
+    if calls == 1:
+        return None
+    return (f"this model predicts the sources and is made for one network call per window: "
+            f"with {_count(calls, 'call')} ({chosen.method}, {_count(chosen.steps, 'step')}) it "
+            f"scores far lower (see its model card); its default is --sampler "
+            f"{model_default.method} --steps {model_default.steps}")
+
+
 def _count(number: int, noun: str) -> str:
     """``"1 step"``, ``"3 steps"``."""
     return f"{number} {noun}{'s' * (number != 1)}"
