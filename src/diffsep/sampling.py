@@ -327,7 +327,7 @@ def one_call_caution(parameterisation: str, model_default: SamplerConfig,
 
     Such models (``parameterisation`` "data" or "data_skip" whose own default sampler makes a
     single call) were trained mostly near t = T; samplers that go down to small t follow their
-    poor estimates there and score far below the one-call estimate (recipes/README.md)."""
+    poor estimates there and score below the one-call estimate (recipes/README.md)."""
     if parameterisation == "score" or network_calls(model_default) != 1:
         return None
     calls = network_calls(chosen)
@@ -335,7 +335,7 @@ def one_call_caution(parameterisation: str, model_default: SamplerConfig,
         return None
     return (f"this model predicts the sources and is made for one network call per window: "
             f"with {_count(calls, 'call')} ({chosen.method}, {_count(chosen.steps, 'step')}) it "
-            f"scores far lower (see its model card); its default is --sampler "
+            f"scores lower (much lower for some models: see its model card); its default is --sampler "
             f"{model_default.method} --steps {model_default.steps}")
 
 
