@@ -484,6 +484,16 @@ def test_commit_all_touches_nothing_if_one_output_fails_to_finish(tmp_path):
 
 
 def test_ctrl_c_during_group_renames_is_delivered_after_all_renames(tmp_path, monkeypatch):
+    # Python's own Ctrl-C handler, whatever the test process inherited (a job started in the
+    # background by a non-interactive shell starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_during_group_renames(tmp_path, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_during_group_renames(tmp_path, monkeypatch):
     paths = [tmp_path / f"s{k}.wav" for k in (1, 2, 3)]
     writers = [AtomicAudioWriter(p, 8000, 1) for p in paths]
     for writer in writers:
