@@ -13,12 +13,13 @@
 # at LR_A (2e-4) and LR_B (6e-5), BATCH (128), WORKERS (14 loader processes), DEVICE (cuda),
 # RUN (/tmp/device-run, the run folder's parent), WHEELS (.whl: wheels installed with pip
 # --no-index into RUN/site when soundfile or soxr is missing; the device image lacks them).
-# The recipe's step limit and lr_drops are lifted: time decides. OUT gets exports.tar.aa, ...
-# (15 MiB parts: the tool brings back files up to 16 MiB; `cat exports.tar.* | tar x`) and
-# logs.tgz. The whole call takes about SECONDS_A + SECONDS_B + 60 s.
+# The recipe's step limit and lr_drops are lifted: time decides. A run folder that an earlier
+# call left on the same (still warm) machine is resumed, not restarted. OUT gets
+# exports.tar.aa, ... (15 MiB parts: the tool brings back files up to 16 MiB; `cat
+# exports.tar.* | tar x`) and logs.tgz. The whole call takes about SECONDS_A + SECONDS_B + 60 s.
 set -euo pipefail
 if [ $# -lt 3 ] || [ -z "${OUT:-}" ]; then
-  sed -n 2,17p "$0" >&2
+  sed -n 2,19p "$0" >&2
   exit 2
 fi
 recipe=$1; init=$2; pack=$(cd "$3" && pwd); shift 3
@@ -45,8 +46,8 @@ fi
 
 stretch() {  # NAME SECONDS LR [KEY=VALUE overrides...]: train until SIGINT at SECONDS, export
   local name=$1 seconds=$2 lr=$3 status=0
-  timeout --foreground -s INT "$seconds" python3 -m diffsep train "$recipe" --device "${DEVICE:-cuda}" \
-    "${settings[@]}" --set "optim.lr=$lr" "${@:4}" -q > "$run/$name.out" 2>&1 || status=$?
+  timeout --foreground -s INT "$seconds" python3 -m diffsep train "$recipe" \
+    --device "${DEVICE:-cuda}" "${settings[@]}" --set "optim.lr=$lr" "${@:4}" -q > "$run/$name.out" 2>&1 || status=$?
   echo "== stretch $name (lr $lr, ${seconds} s): exit $status"
   tail -n 4 "$run/run/train.log" 2>/dev/null || true
   if [ "$status" != 0 ] && [ "$status" != 124 ]; then
