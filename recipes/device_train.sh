@@ -47,7 +47,8 @@ fi
 stretch() {  # NAME SECONDS LR [KEY=VALUE overrides...]: train until SIGINT at SECONDS, export
   local name=$1 seconds=$2 lr=$3 status=0
   timeout --foreground -s INT "$seconds" python3 -m diffsep train "$recipe" \
-    --device "${DEVICE:-cuda}" "${settings[@]}" --set "optim.lr=$lr" "${@:4}" -q > "$run/$name.out" 2>&1 || status=$?
+    --device "${DEVICE:-cuda}" "${settings[@]}" --set "optim.lr=$lr" "${@:4}" -q \
+    > "$run/$name.out" 2>&1 || status=$?
   echo "== stretch $name (lr $lr, ${seconds} s): exit $status"
   tail -n 4 "$run/run/train.log" 2>/dev/null || true
   if [ "$status" != 0 ] && [ "$status" != 124 ]; then
