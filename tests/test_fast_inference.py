@@ -277,3 +277,17 @@ def test_lookahead_gives_the_same_files(tmp_path, small_sep_model):
         outputs[ahead] = [sf.read(p)[0] for r in results for p in r.outputs]
     for a, b in zip(outputs[False], outputs[True], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_api_warns_too_when_a_one_call_model_gets_more_steps():
+    import warnings
+
+    import diffsep
+
+    model = diffsep.load_model()  # the bundled separation model: a one-call source predictor
+    audio = (speech_like(0.5, 8000, 1) + speech_like(0.5, 8000, 2, 220)).astype(np.float32)
+    with pytest.warns(UserWarning, match="made for one network call per window: with 2 calls"):
+        separate(model, audio, 8000, steps=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        separate(model, audio, 8000, seed=0)  # its default: no warning

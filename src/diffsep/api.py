@@ -11,16 +11,27 @@ path as the command line.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from diffsep.audio import ChannelMode
 from diffsep.loading import load_model
 from diffsep.model import DiffSepModel
+from diffsep.sampling import one_call_caution
 from diffsep.separator import separate_array
-from diffsep.settings import DEFAULT_OVERLAP, run_settings
+from diffsep.settings import DEFAULT_OVERLAP, RunSettings, run_settings
 
 __all__ = ["enhance", "load_model", "separate"]
+
+
+def _caution(model: DiffSepModel, settings: RunSettings) -> None:
+    """Warn (UserWarning) when a one-call source predictor is asked for more network calls."""
+    message = one_call_caution(model.config.parameterisation, model.config.sampler,
+                               settings.sampler)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def separate(
@@ -57,6 +68,7 @@ def separate(
         denoise=denoise, tau=tau, grid_rho=grid_rho, t_eps=t_eps, seed=seed, segment=segment, overlap=overlap,
         batch_size=batch_size, channels=channels, precision=precision, compile=compile,
     )
+    _caution(model, settings)
     return separate_array(model, waveform, sample_rate, settings)
 
 
@@ -88,4 +100,5 @@ def enhance(
         denoise=denoise, tau=tau, grid_rho=grid_rho, t_eps=t_eps, seed=seed, segment=segment, overlap=overlap,
         batch_size=batch_size, channels=channels, precision=precision, compile=compile,
     )
+    _caution(model, settings)
     return separate_array(model, waveform, sample_rate, settings)[0]
