@@ -79,7 +79,7 @@ def test_more_steps_on_a_one_call_source_predictor_are_warned_about(mixture, tmp
     assert many.exit_code == 0, many.output
     assert ("warning: this model predicts the sources and is made for one network call per "
             "window: with 3 calls (ddim, 3 steps) it scores lower") in many.stderr
-    assert "its default is --sampler ddim --steps 1" in many.stderr
+    assert "its default is ddim with 1 step" in many.stderr
     default = invoke("separate", mixture, "-o", tmp_path / "default")
     assert default.exit_code == 0 and "warning" not in default.stderr
     quiet = invoke("separate", mixture, "-o", tmp_path / "quiet", "--steps", 3, "-q")

@@ -194,4 +194,4 @@ def test_one_call_caution_only_for_source_predictors_run_with_more_calls() -> No
     assert one_call_caution("data_skip", pc30, many) is None  # not made for one call
     message = one_call_caution("data_skip", one_call, many)
     assert message is not None and "with 6 calls (heun, 3 steps)" in message
-    assert message.endswith("--sampler ddim --steps 1")
+    assert message.endswith("its default is ddim with 1 step")

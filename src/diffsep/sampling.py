@@ -335,8 +335,8 @@ def one_call_caution(parameterisation: str, model_default: SamplerConfig,
         return None
     return (f"this model predicts the sources and is made for one network call per window: "
             f"with {_count(calls, 'call')} ({chosen.method}, {_count(chosen.steps, 'step')}) it "
-            f"scores lower (much lower for some models: see its model card); its default is --sampler "
-            f"{model_default.method} --steps {model_default.steps}")
+            f"scores lower (much lower for some models: see its model card); its default is "
+            f"{model_default.method} with {_count(model_default.steps, 'step')}")
 
 
 def _count(number: int, noun: str) -> str:
