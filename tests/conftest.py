@@ -10,6 +10,23 @@ import soundfile as sf
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference-diffsep"
+
+# The smallest network the training code builds (8 kHz, nf 4, two levels), as recipe TOML for
+# tests that train or time it through a script or the command line.
+TINY_MODEL_TOML = """
+[model]
+sample_rate = 8000
+[model.stft]
+n_fft = 62
+hop_length = 16
+frame_multiple = 4
+[model.backbone]
+nf = 4
+ch_mult = [1, 2]
+num_res_blocks = 1
+attn_resolutions = []
+image_size = 32
+"""
 SDE_CASES = [("sep", "mix"), ("enh", "prior_mix")]
 
 

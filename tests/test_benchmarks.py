@@ -8,24 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_MODEL_TOML
 
 pytestmark = pytest.mark.slow  # runs the benchmark scripts in subprocesses
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
-TINY_TRAIN = """
-[model]
-sample_rate = 8000
-[model.stft]
-n_fft = 62
-hop_length = 16
-frame_multiple = 4
-[model.backbone]
-nf = 4
-ch_mult = [1, 2]
-num_res_blocks = 1
-attn_resolutions = []
-image_size = 32
+TINY_TRAIN = TINY_MODEL_TOML + """
 [optim]
 segment_seconds = 0.1
 """

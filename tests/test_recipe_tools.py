@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_MODEL_TOML
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 sys.path.insert(0, str(RECIPES))
@@ -207,19 +208,7 @@ def test_pack_corpus_names_a_damaged_file_and_leaves_no_pack(tmp_path: Path, cap
     assert not out.exists() and not (tmp_path / "pack.partial").exists()
 
 
-TINY_RECIPE = """
-[model]
-sample_rate = 8000
-[model.stft]
-n_fft = 62
-hop_length = 16
-frame_multiple = 4
-[model.backbone]
-nf = 4
-ch_mult = [1, 2]
-num_res_blocks = 1
-attn_resolutions = []
-image_size = 32
+TINY_RECIPE = TINY_MODEL_TOML + """
 [data]
 epoch_length = 4
 [optim]
