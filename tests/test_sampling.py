@@ -183,15 +183,18 @@ def test_invalid_sampler_settings_raise(kwargs):
 
 
 def test_one_call_caution_only_for_source_predictors_run_with_more_calls() -> None:
-    from diffsep.config import SamplerConfig
+    from diffsep.config import ModelConfig, SamplerConfig
     from diffsep.sampling import one_call_caution
+
+    def model(parameterisation: str, default: SamplerConfig) -> ModelConfig:
+        return ModelConfig(parameterisation=parameterisation, sampler=default)
 
     one_call = SamplerConfig(method="ddim", steps=1)
     many = SamplerConfig(method="heun", steps=3, tau=0.5)  # 1 + 2 * 2 + 1 calls
-    assert one_call_caution("data", one_call, one_call) is None
-    assert one_call_caution("score", one_call, many) is None  # score models sample as trained
+    assert one_call_caution(model("data", one_call), one_call) is None
+    assert one_call_caution(model("score", one_call), many) is None  # score models sample as trained
     pc30 = SamplerConfig(method="pc", steps=30)
-    assert one_call_caution("data_skip", pc30, many) is None  # not made for one call
-    message = one_call_caution("data_skip", one_call, many)
+    assert one_call_caution(model("data_skip", pc30), many) is None  # not made for one call
+    message = one_call_caution(model("data_skip", one_call), many)
     assert message is not None and "with 6 calls (heun, 3 steps)" in message
     assert message.endswith("its default is ddim with 1 step")

@@ -28,8 +28,7 @@ __all__ = ["enhance", "load_model", "separate"]
 
 def _caution(model: DiffSepModel, settings: RunSettings) -> None:
     """Warn (UserWarning) when a one-call source predictor is asked for more network calls."""
-    message = one_call_caution(model.config.parameterisation, model.config.sampler,
-                               settings.sampler)
+    message = one_call_caution(model.config, settings.sampler)
     if message:
         warnings.warn(message, UserWarning, stacklevel=3)
 

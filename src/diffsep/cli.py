@@ -408,8 +408,7 @@ class _ProgressReporter:
             )
             from diffsep.sampling import one_call_caution
 
-            caution = one_call_caution(model.config.parameterisation, model.config.sampler,
-                                       settings.sampler)
+            caution = one_call_caution(model.config, settings.sampler)
             if caution:
                 self.console.print(f"warning: {caution}", soft_wrap=True, markup=False)
 

@@ -25,7 +25,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from diffsep.config import SamplerConfig
+from diffsep.config import ModelConfig, SamplerConfig
 from diffsep.errors import ConfigError
 from diffsep.sde import DiffusionMixingSDE, project_to_mixture
 
@@ -321,14 +321,14 @@ def describe_sampler(settings: SamplerConfig) -> str:
             f"{_count(calls, 'network call')} per window")
 
 
-def one_call_caution(parameterisation: str, model_default: SamplerConfig,
-                     chosen: SamplerConfig) -> str | None:
+def one_call_caution(model: ModelConfig, chosen: SamplerConfig) -> str | None:
     """A warning when a source-predicting model made for one network call is run with more.
 
     Such models (``parameterisation`` "data" or "data_skip" whose own default sampler makes a
     single call) were trained mostly near t = T; samplers that go down to small t follow their
     poor estimates there and score below the one-call estimate (recipes/README.md)."""
-    if parameterisation == "score" or network_calls(model_default) != 1:
+    model_default = model.sampler
+    if model.parameterisation == "score" or network_calls(model_default) != 1:
         return None
     calls = network_calls(chosen)
     if calls == 1:
