@@ -481,7 +481,8 @@ def test_recipes_load() -> None:
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-sep-8k-refine.toml",
                  "train-sep-8k-gpu.toml", "train-enh-16k.toml", "train-enh-16k-data.toml",
-                 "train-enh-16k-refine.toml", "train-enh-16k-gpu.toml"):
+                 "train-enh-16k-refine.toml", "train-enh-16k-gpu.toml",
+                 "train-enh-16k-gpu2.toml"):
         config = load_train_config(recipes / name)
         from diffsep.nn.score_model import ScoreModel
 
@@ -521,7 +522,7 @@ def test_recipes_load() -> None:
     assert differences and all(line.startswith("model.parameterisation:")
                                for line in differences)
     assert enh_data.optim.lr_drops == ((1500, 1e-4),)
-    # stages 3 and 4 of the enhancement model keep that network; stage 4 is the bundled one
+    # stages 3 to 5 of the enhancement model keep that network; stage 5 is the bundled one
     enh_refine = load_train_config(recipes / "train-enh-16k-refine.toml")
     assert (recipes / enh_refine.optim.init_from).resolve() == Path(enh_data.output.dir).resolve()
     enh_gpu = load_train_config(recipes / "train-enh-16k-gpu.toml")
@@ -531,8 +532,14 @@ def test_recipes_load() -> None:
         128, 2e-4, ((937, 6e-5),))
     assert Path(enh_gpu.data.train).parts[-3:] == ("pack", "enh-16k", "manifest.csv")
     assert enh_gpu.data.noise == enh_gpu.data.train
+    enh_gpu2 = load_train_config(recipes / "train-enh-16k-gpu2.toml")
+    assert architecture_differences(enh_gpu2.model, enh_gpu.model) == []
+    assert (enh_gpu2.optim.batch_size, enh_gpu2.optim.lr, enh_gpu2.optim.lr_drops) == (
+        128, 1.5e-4, ((1001, 4.5e-5),))
+    assert enh_gpu2.optim.init_from != enh_gpu.optim.init_from
+    assert (enh_gpu2.data.train, enh_gpu2.data.noise) == (enh_gpu.data.train, enh_gpu.data.noise)
     bundled_enh, _ = load_model_files(recipes.parent / "models" / "enh-16k")
-    assert architecture_differences(enh_gpu.model, bundled_enh) == []
+    assert architecture_differences(enh_gpu2.model, bundled_enh) == []
     assert (sep.model.task, sep.model.sample_rate, sep.model.sde.kind) == (
         "separation",
         8000,
