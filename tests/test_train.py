@@ -482,7 +482,7 @@ def test_recipes_load() -> None:
     for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-sep-8k-refine.toml",
                  "train-sep-8k-gpu.toml", "train-enh-16k.toml", "train-enh-16k-data.toml",
                  "train-enh-16k-refine.toml", "train-enh-16k-gpu.toml",
-                 "train-enh-16k-gpu2.toml"):
+                 "train-enh-16k-gpu2.toml", "train-enh-16k-wide.toml"):
         config = load_train_config(recipes / name)
         from diffsep.nn.score_model import ScoreModel
 
@@ -540,6 +540,16 @@ def test_recipes_load() -> None:
     assert (enh_gpu2.data.train, enh_gpu2.data.noise) == (enh_gpu.data.train, enh_gpu.data.noise)
     bundled_enh, _ = load_model_files(recipes.parent / "models" / "enh-16k")
     assert architecture_differences(enh_gpu2.model, bundled_enh) == []
+    # the prepared wide run starts from the bundled model, widened (its only differences)
+    from diffsep.train.checkpoints import initial_weights
+
+    wide = load_train_config(recipes / "train-enh-16k-wide.toml")
+    assert (recipes / wide.optim.init_from).resolve() == (recipes.parent / "models" / "enh-16k")
+    assert all(line.startswith(("model.backbone.nf:", "model.backbone.max_groups:"))
+               for line in architecture_differences(wide.model, bundled_enh))
+    weights, origin = initial_weights(str(recipes / wide.optim.init_from), wide)
+    assert "widened to twice its channels" in origin
+    assert weights.keys() == ScoreModel(wide.model).state_dict().keys()
     assert (sep.model.task, sep.model.sample_rate, sep.model.sde.kind) == (
         "separation",
         8000,
