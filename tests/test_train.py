@@ -482,7 +482,8 @@ def test_recipes_load() -> None:
     for name in ("train-sep-8k.toml", "train-sep-8k-skip.toml", "train-sep-8k-refine.toml",
                  "train-sep-8k-gpu.toml", "train-enh-16k.toml", "train-enh-16k-data.toml",
                  "train-enh-16k-refine.toml", "train-enh-16k-gpu.toml",
-                 "train-enh-16k-gpu2.toml", "train-enh-16k-wide.toml"):
+                 "train-enh-16k-gpu2.toml", "train-enh-16k-wide.toml",
+                 "train-sep-8k-wide.toml"):
         config = load_train_config(recipes / name)
         from diffsep.nn.score_model import ScoreModel
 
@@ -515,6 +516,17 @@ def test_recipes_load() -> None:
 
     bundled_config, _ = load_model_files(recipes.parent / "models" / "sep-8k")
     assert architecture_differences(gpu.model, bundled_config) == []
+    # the prepared wide separation run starts from it, widened
+    from diffsep.train.checkpoints import initial_weights
+
+    sep_wide = load_train_config(recipes / "train-sep-8k-wide.toml")
+    assert (recipes / sep_wide.optim.init_from).resolve() == recipes.parent / "models" / "sep-8k"
+    widened = architecture_differences(sep_wide.model, bundled_config)
+    assert [line.split(":")[0] for line in widened] == ["model.backbone.nf",
+                                                         "model.backbone.max_groups"]
+    weights, origin = initial_weights(str(recipes / sep_wide.optim.init_from), sep_wide)
+    assert "widened to twice its channels" in origin
+    assert weights.keys() == ScoreModel(sep_wide.model).state_dict().keys()
     # and so does stage 2 of the enhancement model
     enh_data = load_train_config(recipes / "train-enh-16k-data.toml")
     assert (recipes / enh_data.optim.init_from).resolve() == Path(enh.output.dir).resolve()
@@ -541,8 +553,6 @@ def test_recipes_load() -> None:
     bundled_enh, _ = load_model_files(recipes.parent / "models" / "enh-16k")
     assert architecture_differences(enh_gpu2.model, bundled_enh) == []
     # the prepared wide run starts from the bundled model, widened (its only differences)
-    from diffsep.train.checkpoints import initial_weights
-
     wide = load_train_config(recipes / "train-enh-16k-wide.toml")
     assert (recipes / wide.optim.init_from).resolve() == (recipes.parent / "models" / "enh-16k")
     assert all(line.startswith(("model.backbone.nf:", "model.backbone.max_groups:"))
