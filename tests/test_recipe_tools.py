@@ -197,6 +197,34 @@ def test_pack_corpus_packs_cut_noise_for_enhancement(tmp_path: Path) -> None:
     assert noisy.shape == (1, 8000) and sources.shape == (2, 8000)
 
 
+def test_pack_corpus_writes_speech_as_opus_and_noise_as_vorbis(tmp_path: Path, capsys) -> None:
+    import csv
+
+    import soundfile as sf
+
+    from diffsep.train.data import DynamicMixingDataset
+
+    corpus, out = tmp_path / "corpus", tmp_path / "pack"
+    _tiny_corpus(corpus)
+    assert pack_corpus.main([str(corpus), str(out), "--rate", "16000", "--noise-cap", "1.5",
+                             "--speech-codec", "opus", "--speech-quality", "0.9",
+                             "--jobs", "1"]) == 0
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    subtypes = {(r["kind"], sf.info(out / r["path"]).subtype) for r in rows}
+    assert subtypes == {("speech", "OPUS"), ("noise", "VORBIS")}
+    speech = next(r for r in rows if r["kind"] == "speech")
+    assert sf.info(out / speech["path"]).frames == round(float(speech["duration"]) * 16000)
+    dataset = DynamicMixingDataset(out / "manifest.csv", out / "manifest.csv", task="enhancement",
+                                   sample_rate=16000, segment_seconds=0.5, split="train")
+    noisy, sources = dataset[0]
+    assert noisy.shape == (1, 8000) and bool(sources.abs().sum() > 0)
+    # Opus has no 22.05 kHz: refused before anything is written
+    assert pack_corpus.main([str(corpus), str(tmp_path / "odd"), "--rate", "22050",
+                             "--speech-codec", "opus"]) == 2
+    assert "Opus encodes only at" in capsys.readouterr().err
+    assert not (tmp_path / "odd").exists() and not (tmp_path / "odd.partial").exists()
+
+
 def test_pack_corpus_names_a_damaged_file_and_leaves_no_pack(tmp_path: Path, capsys) -> None:
     corpus, out = tmp_path / "corpus", tmp_path / "pack"
     _tiny_corpus(corpus)
