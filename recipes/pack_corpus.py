@@ -11,7 +11,8 @@ utterances in a seeded random order while their speaker has less than ``--cap-re
 ``OUT/a/``, with ``OUT/manifest.csv`` listing them with the corpus's columns (so
 ``data.recorded_share`` still works). With ``--noise-cap S`` (for enhancement) the train noise
 rows are packed too, each file cut to its first S seconds, listed in the same manifest (so
-it serves as ``data.train`` and ``data.noise``; ``data.noise_recorded_share`` still works).
+it serves as ``data.train`` and ``data.noise``; ``data.noise_recorded_share`` still works);
+``--recorded-noise-cap S`` gives recorded noise (``recorded == "yes"``) a cap of its own.
 With ``--valid``, the first ``--valid-count`` files of each sub-folder of that evaluation
 folder are copied as FLAC to ``OUT/valid/`` (100 for whole-file validation on that machine).
 
@@ -116,6 +117,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cap-recorded", type=float, default=220.0, help="seconds per recorded voice")
     p.add_argument("--cap-tts", type=float, default=20.0, help="seconds per TTS voice")
     p.add_argument("--quality", type=float, default=0.5, help="Vorbis compression level, 0..1")
+    p.add_argument("--recorded-noise-cap", type=float,
+                   help="seconds kept of each recorded noise file (default: --noise-cap)")
     p.add_argument("--speech-codec", choices=("vorbis", "opus"), default="vorbis",
                    help="codec of the speech (noise is always Vorbis)")
     p.add_argument("--speech-quality", type=float,
@@ -169,7 +172,9 @@ def _pack(args: argparse.Namespace, out: Path, kept: list[dict[str, str]],
     """Write the pack's audio, manifest and validation copies into ``out``; print a summary."""
     names = [f"a/{i:05d}.ogg" for i in range(len(kept))]
     names += [f"a/n{i:05d}.ogg" for i in range(len(noise))]
-    caps = [None] * len(kept) + [args.noise_cap] * len(noise)
+    recorded_cap = args.noise_cap if args.recorded_noise_cap is None else args.recorded_noise_cap
+    caps = [None] * len(kept) + [recorded_cap if row.get("recorded") == "yes" else args.noise_cap
+                                 for row in noise]
     speech_quality = args.quality if args.speech_quality is None else args.speech_quality
     settings = ([(speech_quality, args.speech_codec.upper())] * len(kept)
                 + [(args.quality, "VORBIS")] * len(noise))

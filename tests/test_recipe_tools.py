@@ -207,11 +207,14 @@ def test_pack_corpus_writes_speech_as_opus_and_noise_as_vorbis(tmp_path: Path, c
     corpus, out = tmp_path / "corpus", tmp_path / "pack"
     _tiny_corpus(corpus)
     assert pack_corpus.main([str(corpus), str(out), "--rate", "16000", "--noise-cap", "1.5",
-                             "--speech-codec", "opus", "--speech-quality", "0.9",
-                             "--jobs", "1"]) == 0
+                             "--recorded-noise-cap", "2.5", "--speech-codec", "opus",
+                             "--speech-quality", "0.9", "--jobs", "1"]) == 0
     rows = list(csv.DictReader((out / "manifest.csv").open()))
     subtypes = {(r["kind"], sf.info(out / r["path"]).subtype) for r in rows}
     assert subtypes == {("speech", "OPUS"), ("noise", "VORBIS")}
+    # 3 s noise files: the recorded one cut at 2.5 s, the other at 1.5 s
+    assert sorted((r["recorded"], sf.info(out / r["path"]).frames) for r in rows
+                  if r["kind"] == "noise") == [("no", 24000), ("yes", 40000)]
     speech = next(r for r in rows if r["kind"] == "speech")
     assert sf.info(out / speech["path"]).frames == round(float(speech["duration"]) * 16000)
     dataset = DynamicMixingDataset(out / "manifest.csv", out / "manifest.csv", task="enhancement",
