@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL_TOML
+from conftest import TINY_MODEL_TOML, load_script
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 sys.path.insert(0, str(RECIPES))
@@ -226,6 +226,27 @@ def test_pack_corpus_writes_speech_as_opus_and_noise_as_vorbis(tmp_path: Path, c
                              "--speech-codec", "opus"]) == 2
     assert "Opus encodes only at" in capsys.readouterr().err
     assert not (tmp_path / "odd").exists() and not (tmp_path / "odd.partial").exists()
+
+
+def test_noise_gap_scores_four_cells(tmp_path: Path, small_model_dirs, capsys) -> None:
+    import shutil
+
+    noise_gap = load_script(RECIPES / "noise_gap.py")
+    corpus = tmp_path / "corpus"
+    _tiny_corpus(corpus)
+    assert noise_gap.main([str(small_model_dirs["enh"]), str(corpus), "--count", "2"]) == 2
+    assert "no recorded valid noise" in capsys.readouterr().err  # the tiny corpus has none
+    shutil.copy(corpus / "noise/0.wav", corpus / "noise/v.wav")
+    with (corpus / "manifest.csv").open("a") as fh:
+        fh.write("noise/v.wav,noise,valid,,3.0,yes\n")
+    assert noise_gap.main([str(small_model_dirs["enh"]), str(corpus), "--count", "2",
+                           "--seconds", "0.5", "--steps", "2"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("speech")]
+    assert [line.split(":")[0].split() for line in lines] == [
+        ["speech", "train", "x", "noise", "train"], ["speech", "train", "x", "noise", "valid"],
+        ["speech", "valid", "x", "noise", "train"], ["speech", "valid", "x", "noise", "valid"]]
+    assert all("n 2)" in line and "nan" not in line for line in lines)
+    assert noise_gap.mean_and_error([1.0, 3.0]) == (2.0, 1.0)
 
 
 def test_pack_corpus_names_a_damaged_file_and_leaves_no_pack(tmp_path: Path, capsys) -> None:
