@@ -557,6 +557,7 @@ def test_recipes_load() -> None:
     assert (recipes / wide.optim.init_from).resolve() == (recipes.parent / "models" / "enh-16k")
     assert all(line.startswith(("model.backbone.nf:", "model.backbone.max_groups:"))
                for line in architecture_differences(wide.model, bundled_enh))
+    assert (wide.data.recorded_share, wide.data.noise_recorded_share) == (0.8, 0.7)
     weights, origin = initial_weights(str(recipes / wide.optim.init_from), wide)
     assert "widened to twice its channels" in origin
     assert weights.keys() == ScoreModel(wide.model).state_dict().keys()
