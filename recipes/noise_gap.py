@@ -17,7 +17,6 @@ rather than of voices.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -25,21 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus.report import is_recorded, read_csv, write_csv  # noqa: E402
+
 SPLITS = ("train", "valid")
 
 
 def recorded_rows(rows: Sequence[dict[str, str]], kind: str, split: str) -> list[dict[str, str]]:
     """The manifest rows of ``kind`` (speech or noise) and ``split`` marked ``recorded``."""
-    return [r for r in rows if r["kind"] == kind and r["split"] == split
-            and r.get("recorded", "").strip().lower() == "yes"]
+    return [r for r in rows if r["kind"] == kind and r["split"] == split and is_recorded(r)]
 
 
 def write_manifest(path: Path, rows: Sequence[dict[str, str]], root: Path) -> Path:
     """``rows`` as a manifest CSV at ``path`` with absolute paths (under ``root``)."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({**r, "path": str((root / r["path"]).resolve())} for r in rows)
+    write_csv(path, [{**r, "path": str((root / r["path"]).resolve())} for r in rows])
     return path
 
 
@@ -91,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not manifest.is_file():
         print(f"noise_gap: {manifest}: no such manifest", file=sys.stderr)
         return 2
-    with manifest.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(manifest)
     cells = {(kind, split): recorded_rows(rows, kind, split)
              for kind in ("speech", "noise") for split in SPLITS}
     empty = [f"{split} {kind}" for (kind, split), found in cells.items() if not found]

@@ -38,7 +38,6 @@ kbit/s (19.5 dB): 1.7 times the speech in the same bytes. On noise Opus does wor
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import sys
 from collections.abc import Sequence
@@ -52,7 +51,7 @@ from diffsep.resample import resample_hq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus.build import run_parallel  # noqa: E402
-from corpus.report import write_csv  # noqa: E402
+from corpus.report import is_recorded, read_csv, write_csv  # noqa: E402
 
 
 def cap_rows(rows: Sequence[dict[str, str]], cap_recorded: float, cap_tts: float,
@@ -64,7 +63,7 @@ def cap_rows(rows: Sequence[dict[str, str]], cap_recorded: float, cap_tts: float
     kept = []
     for index in np.random.default_rng(seed).permutation(len(rows)):
         row = rows[index]
-        cap = cap_recorded if row.get("recorded", "").strip().lower() == "yes" else cap_tts
+        cap = cap_recorded if is_recorded(row) else cap_tts
         if held.get(row["speaker"], 0.0) >= cap:
             continue
         held[row["speaker"]] = held.get(row["speaker"], 0.0) + float(row["duration"])
@@ -147,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pack_corpus: --rate {args.rate}: Opus encodes only at "
               f"{', '.join(str(r) for r in OPUS_RATES)} Hz", file=sys.stderr)
         return 2
-    with manifest.open(newline="", encoding="utf-8") as fh:
-        train = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+    train = [r for r in read_csv(manifest) if r["split"] == "train"]
     kept = cap_rows([r for r in train if r["kind"] == "speech"], args.cap_recorded,
                     args.cap_tts, args.seed)
     noise = [r for r in train if r["kind"] == "noise"] if args.noise_cap > 0 else []
@@ -174,19 +172,18 @@ def _pack(args: argparse.Namespace, out: Path, kept: list[dict[str, str]],
     """Write the pack's audio, manifest and validation copies into ``out``; print a summary."""
     names = [f"a/{i:05d}.ogg" for i in range(len(kept))]
     names += [f"a/n{i:05d}.ogg" for i in range(len(noise))]
-    recorded_cap = args.noise_cap if args.recorded_noise_cap is None else args.recorded_noise_cap
-    caps = [None] * len(kept) + [recorded_cap if row.get("recorded") == "yes" else args.noise_cap
-                                 for row in noise]
     speech_quality = args.quality if args.speech_quality is None else args.speech_quality
-    settings = ([(speech_quality, args.speech_codec.upper())] * len(kept)
-                + [(args.quality, "VORBIS")] * len(noise))
-    jobs = [(args.corpus / row["path"], out / name, args.rate, quality, cap, codec)
-            for row, name, cap, (quality, codec) in zip(kept + noise, names, caps, settings)]
+    recorded_cap = args.noise_cap if args.recorded_noise_cap is None else args.recorded_noise_cap
+    jobs = [(args.corpus / row["path"], out / name, args.rate, speech_quality, None,
+             args.speech_codec.upper()) for row, name in zip(kept, names)]
+    jobs += [(args.corpus / row["path"], out / name, args.rate, args.quality,
+              recorded_cap if is_recorded(row) else args.noise_cap, "VORBIS")
+             for row, name in zip(noise, names[len(kept):])]
     seconds = run_parallel(_convert, jobs, args.jobs, "pack")
     write_csv(out / "manifest.csv",
               [{**row, "path": name} for row, name in zip(kept + noise, names)])
     speech_seconds = seconds[:len(kept)]
-    recorded = sum(s for s, row in zip(speech_seconds, kept) if row.get("recorded") == "yes")
+    recorded = sum(s for s, row in zip(speech_seconds, kept) if is_recorded(row))
     copied = copy_valid(args.valid, out / "valid", args.valid_count) if args.valid else 0
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     noise_note = f", {len(noise)} noise files ({sum(seconds[len(kept):]) / 3600:.2f} h)"

@@ -24,6 +24,17 @@ MANIFEST_FIELDS = (
 )
 
 
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV file (a manifest, a metadata table) as dicts of strings."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def is_recorded(row: dict) -> bool:
+    """Whether a manifest row is a recording (its ``recorded`` column says yes)."""
+    return row.get("recorded", "").strip().lower() == "yes"
+
+
 def write_csv(path: Path, rows: list[dict], fields: Sequence[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(fields or (rows[0].keys() if rows else []))
