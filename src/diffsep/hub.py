@@ -81,7 +81,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
     ),
     "diffsep-enh-16k": BundledModel(
         "enh-16k", "enhancement", 16000,
-        "small network (CPU, then 10 GPU-minutes): removes only part of the noise",
+        "small network (CPU, then 18 GPU-minutes): removes only part of the noise",
     ),
 }
 
