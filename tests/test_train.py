@@ -325,6 +325,14 @@ def test_config_toml_overrides_and_errors(tmp_path: Path) -> None:
         load_train_config(cfg, ["data.noise_recorded_share=2"])
     with pytest.raises(ConfigError, match="noise_recorded_share applies to dynamic"):
         load_train_config(cfg, ["data.noise_recorded_share=0.5", "data.kind=noisy_folder"])
+    speeds = load_train_config(cfg, ["data.speed_range=[0.9, 1.1]",
+                                     "data.noise_speed_range=[0.95, 1.05]"])
+    assert (speeds.data.speed_range, speeds.data.noise_speed_range) == ((0.9, 1.1), (0.95, 1.05))
+    assert TrainConfig.from_dict(json.loads(speeds.to_json())) == speeds
+    with pytest.raises(ConfigError, match="0.5 <= low <= high <= 2"):
+        load_train_config(cfg, ["data.speed_range=[1.1, 0.9]"])
+    with pytest.raises(ConfigError, match="speed_range applies to dynamic"):
+        load_train_config(cfg, ["data.speed_range=[0.9, 1.1]", "data.kind=noisy_folder"])
     with pytest.raises(ConfigError, match="key.sub=value"):
         parse_override("novalue")
     with pytest.raises(ConfigError, match="cannot read"):

@@ -17,6 +17,7 @@ from diffsep.train.data import (
     DynamicMixingDataset,
     MixtureFolderDataset,
     NoisySpeechFolderDataset,
+    change_speed,
     collate_padded,
     read_mono,
     read_window,
@@ -523,6 +524,74 @@ def test_dynamic_mixing_configuration_errors(tmp_path):
 
 
 @pytest.mark.slow  # starts worker processes
+def test_change_speed_scales_pitch_and_length_together():
+    rate = 8000
+    x = tone(400.0, 1.0, rate)
+    fast = change_speed(x, 1.25)
+    slow = change_speed(x, 0.8)
+    assert change_speed(x, 1.0) is x
+    assert abs(len(fast) - 6400) <= 1 and abs(len(slow) - 10000) <= 1
+    assert peak_frequency(torch.from_numpy(fast), rate) == pytest.approx(500.0, abs=2)
+    assert peak_frequency(torch.from_numpy(slow), rate) == pytest.approx(320.0, abs=2)
+    with pytest.raises(ConfigError, match="positive"):
+        change_speed(x, 0.0)
+
+
+def test_speed_range_plays_every_voice_at_a_drawn_speed(tmp_path):
+    make_speech_folder(tmp_path / "speech")
+    kwargs = {"num_sources": 2, "sample_rate": 8000, "segment_seconds": 1.0,
+              "epoch_length": 12, "seed": 2}
+    fixed = DynamicMixingDataset(tmp_path / "speech", speed_range=(1.25, 1.25), **kwargs)
+    plain = DynamicMixingDataset(tmp_path / "speech", **kwargs)
+    scaled = {1.25 * f for f in SPEAKER_FREQS.values()}
+    for i in range(len(fixed)):
+        mix, sources = fixed[i]
+        assert sources.shape == (2, 8000)
+        torch.testing.assert_close(sources.sum(0), mix[0], atol=1e-6, rtol=0)
+        for source in sources:
+            assert min(abs(peak_frequency(source, 8000) - f) for f in scaled) < 5
+    drawn = DynamicMixingDataset(tmp_path / "speech", speed_range=(0.8, 1.25), **kwargs)
+    peaks = [peak_frequency(source, 8000) for i in range(len(drawn)) for source in drawn[i][1]]
+    # each peak is some speaker's tone at a speed in the range (the nearest speaker, on a
+    # log scale, is the one the ratio refers to)
+    ratios = [p / min(SPEAKER_FREQS.values(), key=lambda f, p=p: abs(np.log(p / f)))
+              for p in peaks]
+    assert all(0.8 - 0.02 < r < 1.25 + 0.02 for r in ratios)
+    assert len({round(r, 2) for r in ratios}) > 6  # speeds differ from draw to draw
+    torch.testing.assert_close(drawn[3][1], drawn[3][1])  # reproducible
+    assert not torch.equal(drawn[3][1], plain[3][1])
+
+    # windows of long files are read factor times as long (plus a margin): they fill the
+    # segment to both ends (a window read at its plain length would run short at speeds > 1)
+    for name in ("long_a", "long_b"):
+        write(tmp_path / "long" / name / "0.wav", tone(300.0, 2.0, 8000), 8000)
+    long = DynamicMixingDataset(tmp_path / "long", speed_range=(0.8, 1.25), **kwargs)
+    for i in range(len(long)):
+        for source in long[i][1].abs():
+            body = float(source.max())
+            assert float(source[:30].max()) > 0.8 * body
+            assert float(source[-30:].max()) > 0.8 * body
+
+
+def test_noise_speed_range_changes_the_noise_only(tmp_path):
+    manifest = write_recorded_manifest(tmp_path, {"spk_a"})
+    add_noise_rows(manifest)
+    kwargs = {"task": "enhancement", "sample_rate": 8000, "segment_seconds": 0.25,
+              "split": "train", "seed": 3, "epoch_length": 8}
+    ds = DynamicMixingDataset(manifest, manifest, noise_speed_range=(0.9, 0.9), **kwargs)
+    speech_freqs = set(SPEAKER_FREQS.values())
+    noise_freqs = {0.9 * f for f in NOISE_FREQS.values()}
+    for i in range(len(ds)):
+        speech, noise = ds[i][1]
+        assert min(abs(peak_frequency(speech, 8000) - f) for f in speech_freqs) < 5
+        assert min(abs(peak_frequency(noise, 8000) - f) for f in noise_freqs) < 5
+    with pytest.raises(ConfigError, match="noise_speed_range applies to enhancement"):
+        DynamicMixingDataset(manifest, noise_speed_range=(0.9, 1.1), sample_rate=8000)
+    for bad in ((1.1, 0.9), (0.4, 1.0), (1.0, 2.5)):
+        with pytest.raises(ConfigError, match="speed_range must be"):
+            DynamicMixingDataset(manifest, manifest, speed_range=bad, **kwargs)
+
+
 def test_dataloader_with_workers_matches_direct_access(tmp_path):
     make_speech_folder(tmp_path / "speech")
     make_mixture_folder(tmp_path / "wsj")

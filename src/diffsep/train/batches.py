@@ -50,6 +50,8 @@ def build_train_dataset(config: TrainConfig) -> Dataset:
             split=data.train_split or None,
             recorded_share=data.recorded_share,
             noise_recorded_share=data.noise_recorded_share,
+            speed_range=data.speed_range,
+            noise_speed_range=data.noise_speed_range,
         )
     if data.kind == "mixture_folder":
         return MixtureFolderDataset(

@@ -56,6 +56,9 @@ class DataConfig:
     probability that a speaker drawn is a recorded voice rather than TTS; unset, speakers are
     drawn uniformly. ``noise_recorded_share`` (enhancement, a noise manifest with that column):
     the same for the noise files, recorded noise against synthetic noise and babble.
+    ``speed_range`` / ``noise_speed_range`` (dynamic mixing; unset: off): speed perturbation,
+    each speech / noise window played at a speed factor drawn uniformly from the range (tempo
+    and pitch together; 0.5 to 2), voices and noises beyond the ones on disk.
     """
 
     kind: DataKind = "dynamic"
@@ -69,6 +72,8 @@ class DataConfig:
     level_range: tuple[float, float] = (-35.0, -15.0)  # dBFS RMS of the mixture
     recorded_share: float | None = None  # dynamic, manifest: share of recorded-voice draws
     noise_recorded_share: float | None = None  # dynamic, manifest: share of recorded-noise draws
+    speed_range: tuple[float, float] | None = None  # dynamic: speech speed factors [0.9, 1.1]
+    noise_speed_range: tuple[float, float] | None = None  # dynamic, enhancement: the same, noise
     num_workers: int = 0
     seed: int = 0
     mix_dir: str = "mix"  # mixture folders: the mixtures' folder
@@ -290,6 +295,14 @@ def validate(config: TrainConfig) -> None:
          "data.noise_recorded_share must be in [0, 1]"),
         (d.noise_recorded_share is None or d.kind == "dynamic",
          "data.noise_recorded_share applies to dynamic mixing (data.kind = 'dynamic') only"),
+        (d.speed_range is None or d.kind == "dynamic",
+         "data.speed_range applies to dynamic mixing (data.kind = 'dynamic') only"),
+        (d.noise_speed_range is None or d.kind == "dynamic",
+         "data.noise_speed_range applies to dynamic mixing (data.kind = 'dynamic') only"),
+        (all(r is None or 0.5 <= r[0] <= r[1] <= 2.0
+             for r in (d.speed_range, d.noise_speed_range)),
+         "data.speed_range and data.noise_speed_range must be [low, high] with "
+         "0.5 <= low <= high <= 2"),
         (out.log_every >= 1, "output.log_every must be at least 1"),
         (out.checkpoint_minutes >= 0, "output.checkpoint_minutes must be >= 0 (0: off)"),
         (out.checkpoint_every >= 0, "output.checkpoint_every must be >= 0 (0: off)"),
@@ -316,6 +329,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("model.num_sources must be 2 for enhancement (speech, noise)")
     if d.kind == "noisy_folder" and config.model.task != "enhancement":
         raise ConfigError("data.kind 'noisy_folder' needs model.task = 'enhancement'")
+    if d.noise_speed_range is not None and config.model.task != "enhancement":
+        raise ConfigError("data.noise_speed_range applies to enhancement (noise) only")
     if d.kind == "dynamic" and config.model.task == "enhancement" and not d.noise:
         raise ConfigError("data.noise is required for enhancement with dynamic mixing")
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 from torch.utils.data import Dataset
 
@@ -113,6 +114,30 @@ def read_window(path: Path, sample_rate: int, length: int, rng: np.random.Genera
     y = _check_samples(resample_hq(_to_mono(x), rate, sample_rate), path)
     offset = (start - lo) * sample_rate // rate
     return y[offset : offset + length]
+
+
+def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """(N,) float64 played ``factor`` times as fast, as a tape would: tempo and pitch (and
+    the formants) scaled together; about ``N / factor`` samples. ``factor`` 1 returns x."""
+    if factor <= 0:
+        raise ConfigError(f"speed factor must be positive, got {factor}")
+    if factor == 1.0:
+        return x
+    return np.asarray(soxr.resample(x, factor, 1.0, quality="HQ"), dtype=np.float64)
+
+
+def _speed_range(name: str, value: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``value`` checked as a range of speed factors within [0.5, 2], or None (off)."""
+    if value is None:
+        return None
+    lo, hi = (float(v) for v in value)
+    if not 0.5 <= lo <= hi <= 2.0:
+        raise ConfigError(f"{name} must be [low, high] with 0.5 <= low <= high <= 2, "
+                          f"got {list(value)}")
+    return lo, hi
+
+
+_SPEED_MARGIN = 64  # samples read on each side of a speed-changed window (resampler edges)
 
 
 def crop_or_pad(x: np.ndarray, length: int, offset: int | None) -> np.ndarray:
@@ -499,6 +524,12 @@ class DynamicMixingDataset(Dataset):
     noise files of enhancement (a noise manifest whose ``recorded`` column marks recordings, as
     opposed to synthetic noise and babble); None draws noise files uniformly.
 
+    `speed_range` / `noise_speed_range` (speed perturbation, off when None): each speech /
+    noise window is played at a speed drawn uniformly from the range (e.g. ``(0.9, 1.1)``),
+    tempo and pitch together (:func:`change_speed`), so that the voices and noises drawn are
+    not only the ones on disk; the window is read ``factor`` times as long first, so items keep
+    their length.
+
     Items are ``(mix (1, N), sources (K, N))`` float32 at `sample_rate`, N = segment_seconds ·
     sample_rate, reproducible from (seed, epoch, index). ``len()`` is `epoch_length`.
     """
@@ -520,6 +551,8 @@ class DynamicMixingDataset(Dataset):
         split: str | None = None,
         recorded_share: float | None = None,
         noise_recorded_share: float | None = None,
+        speed_range: tuple[float, float] | None = None,
+        noise_speed_range: tuple[float, float] | None = None,
     ) -> None:
         if task not in ("separation", "enhancement"):
             raise ConfigError(f"task must be 'separation' or 'enhancement', got {task!r}")
@@ -544,6 +577,10 @@ class DynamicMixingDataset(Dataset):
         self.gain_range = _check_range("gain_range", gain_range)
         self.level_range = _check_range("level_range", level_range)
         self.epoch_length = int(epoch_length)
+        self.speed_range = _speed_range("speed_range", speed_range)
+        self.noise_speed_range = _speed_range("noise_speed_range", noise_speed_range)
+        if self.noise_speed_range is not None and task != "enhancement":
+            raise ConfigError("noise_speed_range applies to enhancement (noise) only")
         self.seed = _check_seed(seed)
         self.epoch = 0
         self._unreadable: set[Path] = set()  # files that failed to read (skipped, warned once)
@@ -590,12 +627,14 @@ class DynamicMixingDataset(Dataset):
         rng: np.random.Generator,
         what: str,
         weights: np.ndarray | None = None,
+        speed_range: tuple[float, float] | None = None,
     ) -> np.ndarray:
         """(segment,) float64 with non-zero power from a random file of ``files`` (drawn with
-        the probabilities ``weights``, or uniformly), shaped by ``fit(x, segment, rng)`` when
-        short. Silent draws are retried (8 tries); a file that can no longer be read (moved,
-        deleted, corrupted) is skipped from then on with one warning, so a long run survives
-        changes to its corpus."""
+        the probabilities ``weights``, or uniformly), played at a speed drawn from
+        ``speed_range`` (None: as recorded), shaped by ``fit(x, segment, rng)`` when short.
+        Silent draws are retried (8 tries); a file that can no longer be read (moved, deleted,
+        corrupted) is skipped from then on with one warning, so a long run survives changes
+        to its corpus."""
         last_error: AudioError | None = None
         for _ in range(8):
             if weights is None:
@@ -605,7 +644,10 @@ class DynamicMixingDataset(Dataset):
             if path in self._unreadable:
                 continue
             try:
-                x = read_window(path, self.sample_rate, self.segment, rng)
+                if speed_range is None:
+                    x = read_window(path, self.sample_rate, self.segment, rng)
+                else:
+                    x = self._read_at_speed(path, float(rng.uniform(*speed_range)), rng)
             except AudioError as err:
                 self._unreadable.add(path)
                 warnings.warn(f"{err}; skipping this file", RuntimeWarning, stacklevel=3)
@@ -619,14 +661,26 @@ class DynamicMixingDataset(Dataset):
             raise AudioError(f"{what}: no readable audio left to draw from") from last_error
         raise AudioError(f"{what}: only silent or unreadable audio was drawn (8 tries)")
 
+    def _read_at_speed(self, path: Path, factor: float, rng: np.random.Generator) -> np.ndarray:
+        """(<= segment,) float64: a random window of ``path`` played ``factor`` times as fast
+        (read ``factor`` times as long, with a margin on each side for the resampler)."""
+        needed = math.ceil(self.segment * factor) + 2 * _SPEED_MARGIN
+        x = read_window(path, self.sample_rate, needed, rng)
+        fast = change_speed(x, factor)
+        if len(x) < needed:  # a short file, read whole
+            return fast[: self.segment]
+        start = round(_SPEED_MARGIN / factor)
+        return fast[start : start + self.segment]
+
     def _speech_window(self, speaker: int, rng: np.random.Generator) -> np.ndarray:
         """(segment,) float64 speech of ``speaker`` (short utterances zero-padded)."""
         return self._draw_window(self.utterances[speaker], place_in_zeros, rng,
-                                 str(self.speakers[speaker]))
+                                 str(self.speakers[speaker]), speed_range=self.speed_range)
 
     def _noise_window(self, rng: np.random.Generator) -> np.ndarray:
         """(segment,) float64 noise (short files looped)."""
-        return self._draw_window(self.noises, tile_to, rng, "noise", self.noise_weights)
+        return self._draw_window(self.noises, tile_to, rng, "noise", self.noise_weights,
+                                 self.noise_speed_range)
 
     def __getitem__(self, index: int) -> Item:
         if not 0 <= index < self.epoch_length:
