@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import speech_like
+from conftest import speech_like, write_wav
 
 pytestmark = pytest.mark.slow  # runs the recipe scripts in subprocesses
 
@@ -75,6 +75,7 @@ from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 from corpus import build as corpus_build  # noqa: E402
+from corpus import noise as corpus_noise  # noqa: E402
 from corpus.errors import CorpusError  # noqa: E402
 from corpus.mixtures import make_separation_set  # noqa: E402
 from corpus.queen import plan_queen, queen_lines, read_queen_table  # noqa: E402
@@ -316,6 +317,39 @@ def test_apt_package_list_never_holds_the_held_out_packages() -> None:
     assert len(held_out) == 3
     assert not [p for p in corpus_build.APT_PACKAGES if p.startswith(held_out)]
     assert "flight-of-the-amazon-queen" in corpus_build.APT_PACKAGES
+
+
+def test_train_only_noise_goes_to_train_and_leaves_valid_and_test_as_they_were(
+        tmp_path: Path, monkeypatch) -> None:
+    for _, package, *_ in corpus_noise.TRAIN_ONLY_NOISE:  # the real ones: recorded, installed
+        assert package in corpus_noise.RECORDED_NOISE_SOURCES
+        assert package in corpus_build.APT_PACKAGES
+    rate = 16000
+    megaglest = tmp_path / "megaglest"
+    for i in range(6):  # enough files for every split
+        write_wav(megaglest / "tilesets" / f"t{i}" / "sounds" / "wind.wav",
+                  0.1 * np.sin(np.arange(rate) * (0.01 + 0.01 * i)), rate)
+    game = tmp_path / "game"
+    for name in ("explosion", "rain", "hell_growl", "countdown1"):
+        write_wav(game / "Sounds" / f"{name}.wav",
+                  0.1 * np.random.default_rng(len(name)).standard_normal(rate), rate)
+    monkeypatch.setattr(corpus_noise, "MEGAGLEST_ROOT", megaglest)
+    for attr in ("MOH_ROOT", "BUCKLESPRING_ROOT", "GCOMPRIS_RCC"):
+        monkeypatch.setattr(corpus_noise, attr, tmp_path / "absent")
+    dirs = {split: tmp_path / "out" / split for split in ("train", "valid", "test")}
+
+    def plan(train_only) -> list:
+        monkeypatch.setattr(corpus_noise, "TRAIN_ONLY_NOISE", train_only)
+        return corpus_noise.plan_noise(dirs, [], tmp_path, 0, True, 0.1, 0.1)
+
+    before = plan(())
+    after = plan((("game", "game-data", game, ("Sounds/*",),
+                   re.compile(r"^(hell_|countdown)")),))
+    assert [j for j in after if j.split != "train"] == [j for j in before if j.split != "train"]
+    added = [j for j in after if j not in before]
+    assert sorted(j.name for j in added) == ["game_Sounds-explosion.wav", "game_Sounds-rain.wav"]
+    assert all(j.split == "train" and j.source == "game-data" for j in added)
+    assert {j.split for j in before if j.source == "megaglest-data"} == {"train", "valid", "test"}
 
 
 def test_make_corpus_stops_with_one_line_naming_a_damaged_archive(tmp_path: Path, monkeypatch,

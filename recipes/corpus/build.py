@@ -74,6 +74,9 @@ APT_PACKAGES = (
     "bucklespring-data",
     "megaglest-data",
     "asterisk-moh-opsound-wav",
+    "widelands-data",  # train split only (added later, like the two below)
+    "hedgewars-data",
+    "extremetuxracer-data",
     # text: word lists
     "wamerican",
     "wbritish",

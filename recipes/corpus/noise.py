@@ -118,6 +118,9 @@ RECORDED_NOISE_SOURCES = (
     "bucklespring-data",
     "megaglest-data",
     "asterisk-moh-opsound-wav",
+    "widelands-data",
+    "hedgewars-data",
+    "extremetuxracer-data",
 )
 
 
@@ -284,6 +287,19 @@ MEGAGLEST_ROOT = Path("/usr/share/games/megaglest")
 MEGAGLEST_GLOBS = ("tilesets/*/sounds/*", "data/core/menu/music/*", "data/core/water_sounds/*")
 MOH_ROOT = Path("/usr/share/asterisk/moh")  # asterisk-moh-opsound-wav: music on hold
 
+# Recorded noise for the train split only (added after the valid and test sets were made, so
+# those stay as they were): game music, ambiences and sound effects. Vocal sounds are left
+# out (hedgewars' voice packs, growls and shouts; its spoken countdown).
+TRAIN_ONLY_NOISE = (
+    # (file prefix, package, root, globs, names left out)
+    ("widelands", "widelands-data", Path("/usr/share/games/widelands/data"),
+     ("music/*", "sound/**/*"), None),
+    ("hedgewars", "hedgewars-data", Path("/usr/share/games/hedgewars/Data"),
+     ("Music/*", "Sounds/*"), re.compile(r"^(hell_|hogchant|countdown|kiss|yoohoo)", re.I)),
+    ("etr", "extremetuxracer-data", Path("/usr/share/games/etr"), ("music/*", "sounds/*"),
+     None),
+)
+
 
 def sound_files(root: Path, globs: Sequence[str]) -> list[Path]:
     """.ogg/.wav files under root matching globs, byte-identical copies dropped (first kept)."""
@@ -372,6 +388,16 @@ def plan_noise(
         for rank, (path, split) in enumerate(zip(files, splits)):
             stem = safe_stem(f"{path.parent.parent.name}-{path.stem}")
             add(split, f"{prefix}_{stem}.wav", "file", rank, 0.0, f"{prefix}-{stem}", source,
+                (str(path),))
+
+    for prefix, source, root_dir, globs, leave_out in TRAIN_ONLY_NOISE:
+        files = [p for p in sound_files(root_dir, globs)
+                 if leave_out is None or not leave_out.search(p.name)]
+        if small:
+            files = [files[i] for i in sorted(rng_for(seed, prefix).permutation(len(files))[:3])]
+        for rank, path in enumerate(files):
+            stem = safe_stem(f"{path.parent.name}-{path.stem}")
+            add("train", f"{prefix}_{stem}.wav", "file", rank, 0.0, f"{prefix}-{stem}", source,
                 (str(path),))
 
     if BUCKLESPRING_ROOT.is_dir():
