@@ -573,6 +573,18 @@ def test_speed_range_plays_every_voice_at_a_drawn_speed(tmp_path):
             assert float(source[-30:].max()) > 0.8 * body
 
 
+def test_slowed_short_files_give_windows_at_random_offsets(tmp_path):
+    # ramps of 6480 samples, slowed to 8100: longer than the segment (8000) though shorter
+    # than the window read (0.8 x 8000 + margins = 6528), so they are read whole and cropped
+    for name in ("ramp_a", "ramp_b"):
+        write(tmp_path / name / "0.wav", np.linspace(0.05, 1.0, 6480), 8000)
+    ds = DynamicMixingDataset(tmp_path, num_sources=2, sample_rate=8000, segment_seconds=1.0,
+                              epoch_length=10, seed=0, speed_range=(0.8, 0.8))
+    # a ramp's first-to-last ratio (scale-free) says where the window starts
+    ratios = {round(float(s[0] / s[-1]), 4) for i in range(len(ds)) for s in ds[i][1]}
+    assert len(ratios) > 5
+
+
 def test_noise_speed_range_changes_the_noise_only(tmp_path):
     manifest = write_recorded_manifest(tmp_path, {"spk_a"})
     add_noise_rows(manifest)

@@ -667,8 +667,9 @@ class DynamicMixingDataset(Dataset):
         needed = math.ceil(self.segment * factor) + 2 * _SPEED_MARGIN
         x = read_window(path, self.sample_rate, needed, rng)
         fast = change_speed(x, factor)
-        if len(x) < needed:  # a short file, read whole
-            return fast[: self.segment]
+        if len(x) < needed:  # a short file, read whole: a random window of it, if longer
+            start = int(rng.integers(0, max(0, len(fast) - self.segment) + 1))
+            return fast[start : start + self.segment]
         start = round(_SPEED_MARGIN / factor)
         return fast[start : start + self.segment]
 
