@@ -76,6 +76,7 @@ from types import SimpleNamespace  # noqa: E402
 import pytest  # noqa: E402
 from corpus import build as corpus_build  # noqa: E402
 from corpus import noise as corpus_noise  # noqa: E402
+from corpus import recorded as corpus_recorded  # noqa: E402
 from corpus.errors import CorpusError  # noqa: E402
 from corpus.mixtures import make_separation_set  # noqa: E402
 from corpus.queen import plan_queen, queen_lines, read_queen_table  # noqa: E402
@@ -350,6 +351,31 @@ def test_train_only_noise_goes_to_train_and_leaves_valid_and_test_as_they_were(
     assert sorted(j.name for j in added) == ["game_Sounds-explosion.wav", "game_Sounds-rain.wav"]
     assert all(j.split == "train" and j.source == "game-data" for j in added)
     assert {j.split for j in before if j.source == "megaglest-data"} == {"train", "valid", "test"}
+
+
+def test_tuxpaint_voices_one_per_language_without_held_out_languages(
+        tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    for language in ("fr", "ca", "lt"):
+        count = 8 if language == "lt" else 21  # lt: too few descriptions
+        suffix = "" if language == "fr" else f"_{language}"
+        for i in range(count):
+            folder = tmp_path / ("animals" if i % 2 else "food")
+            folder.mkdir(exist_ok=True)
+            sf.write(folder / f"stamp{i}_desc{suffix}.ogg", 0.1 * rng.standard_normal(800), 8000)
+    # a copy under another stamp's name, and a file that is not a description
+    (tmp_path / "food" / "copy_desc.ogg").write_bytes((tmp_path / "food" / "stamp0_desc.ogg")
+                                                       .read_bytes())
+    (tmp_path / "food" / "stamp0.ogg").write_bytes(b"")
+    folders = dict(corpus_recorded.tuxpaint_folders(tmp_path))
+    assert sorted(folders) == ["ca", "en"] and len(folders["en"]) == len(folders["ca"]) == 21
+    monkeypatch.setattr(corpus_recorded, "TUXPAINT_ROOT", tmp_path)
+    plans = corpus_recorded.plan_tuxpaint(0, None, None, held_out_languages={"ca"})
+    assert [spk.id for spk, _ in plans] == ["tuxpaint_en"]
+    speaker, utterances = plans[0]
+    assert speaker.recorded and speaker.group == "tuxpaint-en"
+    assert all(2 <= len(u) <= 3 for u in utterances[:-1])
+    assert sorted(p for u in utterances for p in u) == folders["en"]
 
 
 def test_make_corpus_stops_with_one_line_naming_a_damaged_archive(tmp_path: Path, monkeypatch,

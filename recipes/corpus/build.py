@@ -21,7 +21,7 @@ from .festival import FESTIVAL_VOICES, plan_tts
 from .mixtures import make_enhancement_set, make_separation_set
 from .noise import plan_noise, render_noise
 from .queen import QUEEN_FILE, QueenLine, plan_queen
-from .recorded import plan_recorded
+from .recorded import plan_recorded, plan_tuxpaint
 from .report import (
     MANIFEST_FIELDS,
     SOURCES_TEXT,
@@ -60,6 +60,7 @@ APT_PACKAGES = (
     "flight-of-the-amazon-queen",
     "ktuberling-data",
     "klettres-data",
+    "tuxpaint-stamps-default",  # train split only
     "ffmpeg",
     "asterisk-core-sounds-en-g722",
     "asterisk-core-sounds-es-g722",
@@ -168,7 +169,13 @@ def plan_speech(args, banks: dict[str, TextBank]) -> SpeechPlan:
         family, weight = weights.get(spk.group, (spk.family, 0.0))
         weights[spk.group] = (family, weight + len(utts))
     split_of = assign_splits(weights, args.seed, args.valid_frac, args.test_frac)
-    return SpeechPlan(tts, recorded, queen, split_of)
+    # train-only voices, added after the split so that the valid and test splits stay as
+    # they were
+    held_out = {spk.language.split("_")[0] for spk, _ in recorded
+                if spk.family == "kde" and split_of[spk.group] != "train"}
+    tuxpaint = plan_tuxpaint(args.seed, 4 if small else None, 3 if small else None, held_out)
+    split_of.update({spk.group: "train" for spk, _ in tuxpaint})
+    return SpeechPlan(tts, recorded + tuxpaint, queen, split_of)
 
 
 def speech_jobs(plan: SpeechPlan, dirs: dict[str, Path], args, banks: dict[str, TextBank]):

@@ -1,9 +1,12 @@
 """Recorded-voice clip collections: ktuberling words, KLettres letters/syllables, Asterisk
-IVR prompts. Each folder is one speaker; its clips are joined into utterances."""
+IVR prompts, Tux Paint's stamp descriptions. Each folder (Tux Paint: each language) is one
+speaker; its clips are joined into utterances."""
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,10 @@ from .speech import Speaker
 KTUBERLING_ROOT = Path("/usr/share/ktuberling/sounds")
 KLETTRES_ROOT = Path("/usr/share/klettres")
 ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
+TUXPAINT_ROOT = Path("/usr/share/tuxpaint/stamps")  # tuxpaint-stamps-default
+# a stamp's spoken description: NAME_desc.ogg (English) or NAME_desc_LANG.ogg
+TUXPAINT_DESC = re.compile(r".+_desc(?:_([a-z]{2,3}(?:_[A-Z]{2})?))?\.ogg")
+TUXPAINT_MIN_CLIPS = 20  # languages with fewer recorded descriptions are left out
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,41 @@ def asterisk_folders(root: Path = ASTERISK_ROOT, ffmpeg: bool = True):
         if clips:
             out.append((voice, clips))
     return out
+
+
+def tuxpaint_folders(root: Path | None = None) -> list[tuple[str, list[Path]]]:
+    """(language, clips) of Tux Paint's spoken stamp descriptions under root (default
+    TUXPAINT_ROOT), one volunteer voice per language; byte-identical copies (stamps sharing a
+    recording) dropped."""
+    root = TUXPAINT_ROOT if root is None else root
+    if not root.is_dir():
+        return []
+    by_language: dict[str, dict[str, Path]] = defaultdict(dict)
+    for path in sorted(root.rglob("*_desc*.ogg")):
+        match = TUXPAINT_DESC.fullmatch(path.name)
+        if match:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            by_language[match.group(1) or "en"].setdefault(digest, path)
+    return [(language, sorted(clips.values())) for language, clips in sorted(by_language.items())
+            if len(clips) >= TUXPAINT_MIN_CLIPS]
+
+
+def plan_tuxpaint(
+    seed: int, max_folders: int | None, max_utts: int | None, held_out_languages: set[str]
+) -> list[tuple[Speaker, list[list[Path]]]]:
+    """Tux Paint voices for the train split only, with their utterances (2-3 descriptions
+    each). Languages in `held_out_languages` (those of the valid and test splits' KDE
+    recordings: volunteers of one language may have recorded for both projects) are left out."""
+    folders = [(lang, clips) for lang, clips in tuxpaint_folders()
+               if lang.split("_")[0] not in held_out_languages]
+    if max_folders is not None:
+        rng = rng_for(seed, "tuxpaint-plan")
+        folders = [folders[i] for i in sorted(rng.permutation(len(folders))[:max_folders])]
+    plans = []
+    for language, clips in folders:
+        spk = Speaker(f"tuxpaint_{language}", f"tuxpaint-{language}", "tuxpaint", language)
+        plans.append((spk, group_clips(clips, rng_for(seed, spk.id), 2, 3, max_utts)))
+    return plans
 
 
 def group_clips(

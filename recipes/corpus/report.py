@@ -176,6 +176,7 @@ synthetic noise and babble.
 | recorded voice acting (Flight of the Amazon Queen) | flight-of-the-amazon-queen | Flight of the Amazon Queen licence (free redistribution; (C) John Passfield and Steven Stamatiadis) |
 | recorded words | ktuberling-data | GPL-2+ |
 | recorded letters and syllables | klettres-data | GPL-2+ (some files LGPL-2 / CC0-1.0) |
+| recorded stamp descriptions (train split only) | tuxpaint-stamps-default | GPL-2 |
 | recorded IVR prompts (Allison Smith, June Wallack, Carlo, IvrvoiceRU) | asterisk-core-sounds-{en,es,fr,it,ru}-g722 | CC-BY-SA-3.0 |
 | recorded IVR prompts (Paola Dal Zot / Marco Menardi, it) | asterisk-prompt-it-menardi-wav | CC-BY-SA-3.0 (Italian) |
 | recorded IVR prompts (Armelle Desjardins, fr) | asterisk-prompt-fr-armelle | GPL-2+ |

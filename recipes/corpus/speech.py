@@ -31,7 +31,7 @@ from .audio import (
 from .errors import CorpusError
 
 # sources whose audio is a recorded human voice (the rest is TTS)
-RECORDED_SOURCES = ("ktuberling", "klettres", "asterisk", "fotaq")
+RECORDED_SOURCES = ("ktuberling", "klettres", "asterisk", "fotaq", "tuxpaint")
 # source -> family: groups are drawn into splits separately within each family
 SOURCE_FAMILY = {"flite": "tts", "festival": "tts", "ktuberling": "kde", "klettres": "kde"}
 
@@ -42,7 +42,7 @@ class Speaker:
 
     id: str  # folder name under speech/<split>/
     group: str  # identity of the underlying person/voice; splits never share a group
-    source: str  # espeak | flite | festival | ktuberling | klettres | asterisk | fotaq
+    source: str  # espeak | flite | festival | ktuberling | klettres | asterisk | fotaq | tuxpaint
     language: str
     engine_voice: str = ""
     variant: str = ""  # espeak-ng voice variant
