@@ -44,9 +44,10 @@ def write_manifest(path: Path, rows: Sequence[dict[str, str]], root: Path) -> Pa
 
 def mean_and_error(values: Sequence[float]) -> tuple[float, float]:
     """Mean and its standard error (0 for fewer than two values)."""
-    array = np.asarray(values, dtype=np.float64)
-    error = float(array.std(ddof=1) / np.sqrt(len(array))) if len(array) > 1 else 0.0
-    return float(array.mean()), error
+    from diffsep.metrics import mean_confidence_interval
+
+    mean, _, std, n = mean_confidence_interval(values)
+    return mean, std / n**0.5 if n > 1 else 0.0
 
 
 def cell_improvements(model, speech: Path, noise: Path, count: int, seed: int,

@@ -368,9 +368,21 @@ def plan_noise(
                 "babble of corpus speech (same split)",
                 tuple(str(root / pool[j]["path"]) for j in picks))
 
-    gcompris = gcompris_noise_files()
-    if small:
-        gcompris = [gcompris[i] for i in sorted(rng_for(seed, "gc").permutation(len(gcompris))[:9])]
+    def subset(items: list, label: str, count: int) -> list:
+        """All items, or with --small a seeded `count` of them (in their order)."""
+        if not small:
+            return items
+        return [items[i] for i in sorted(rng_for(seed, label).permutation(len(items))[:count])]
+
+    def add_files(prefix: str, source: str, files: Sequence[Path], splits: Sequence[str],
+                  level: int) -> None:
+        """One job per sound file, named after its folder `level` up (0: its own) and stem."""
+        for rank, (path, split) in enumerate(zip(files, splits)):
+            stem = safe_stem(f"{path.parents[level].name}-{path.stem}")
+            add(split, f"{prefix}_{stem}.wav", "file", rank, 0.0, f"{prefix}-{stem}", source,
+                (str(path),))
+
+    gcompris = subset(gcompris_noise_files(), "gc", 9)
     for rank, ((rcc, inner), split) in enumerate(
         zip(gcompris, split_items(len(gcompris), seed, "gcompris-split", valid_frac, test_frac))
     ):
@@ -378,27 +390,19 @@ def plan_noise(
         add(split, f"gcompris_{stem}.wav", "file", rank, 0.0, f"gcompris-{stem}",
             "gcompris-qt-data", (str(rcc),), inner)
 
+    # each file in one split; megaglest's are all in sounds/ folders: the tileset names them
     for prefix, source, files in (
         ("megaglest", "megaglest-data", sound_files(MEGAGLEST_ROOT, MEGAGLEST_GLOBS)),
         ("moh", "asterisk-moh-opsound-wav", sound_files(MOH_ROOT, ("*",))),
     ):
-        if small:
-            files = [files[i] for i in sorted(rng_for(seed, prefix).permutation(len(files))[:3])]
-        splits = split_items(len(files), seed, f"{prefix}-split", valid_frac, test_frac)
-        for rank, (path, split) in enumerate(zip(files, splits)):
-            stem = safe_stem(f"{path.parent.parent.name}-{path.stem}")
-            add(split, f"{prefix}_{stem}.wav", "file", rank, 0.0, f"{prefix}-{stem}", source,
-                (str(path),))
+        files = subset(files, prefix, 3)
+        add_files(prefix, source, files,
+                  split_items(len(files), seed, f"{prefix}-split", valid_frac, test_frac), 1)
 
     for prefix, source, root_dir, globs, leave_out in TRAIN_ONLY_NOISE:
-        files = [p for p in sound_files(root_dir, globs)
-                 if leave_out is None or not leave_out.search(p.name)]
-        if small:
-            files = [files[i] for i in sorted(rng_for(seed, prefix).permutation(len(files))[:3])]
-        for rank, path in enumerate(files):
-            stem = safe_stem(f"{path.parent.name}-{path.stem}")
-            add("train", f"{prefix}_{stem}.wav", "file", rank, 0.0, f"{prefix}-{stem}", source,
-                (str(path),))
+        files = subset([p for p in sound_files(root_dir, globs)
+                        if leave_out is None or not leave_out.search(p.name)], prefix, 3)
+        add_files(prefix, source, files, ["train"] * len(files), 0)
 
     if BUCKLESPRING_ROOT.is_dir():
         samples = sorted(BUCKLESPRING_ROOT.glob("*.wav"))

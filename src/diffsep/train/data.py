@@ -669,8 +669,8 @@ class DynamicMixingDataset(Dataset):
         fast = change_speed(x, factor)
         if len(x) < needed:  # a short file, read whole: a random window of it, if longer
             start = int(rng.integers(0, max(0, len(fast) - self.segment) + 1))
-            return fast[start : start + self.segment]
-        start = round(_SPEED_MARGIN / factor)
+        else:  # past the margin
+            start = round(_SPEED_MARGIN / factor)
         return fast[start : start + self.segment]
 
     def _speech_window(self, speaker: int, rng: np.random.Generator) -> np.ndarray:
